@@ -193,7 +193,8 @@ class _Transformer(nn.Module):
     def embed(self, input_ids, start: int = 0):
         """Token + position embeddings, (batch, seq) -> (batch, seq, n_embd)."""
         pos = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
-        return self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
+        # .long(): nn.Embedding takes only int32/int64 indices, check_ids also accepts uint8/int16
+        return self.drop(self.tok_emb(input_ids.long()) + self.pos_emb(pos))
 
 
 class GPT(_Transformer):
@@ -226,8 +227,13 @@ class MaskedLM(_Transformer):
     causal = False
 
     def forward(self, input_ids, attention_mask=None):
-        """input_ids, attention_mask (batch, seq) -> logits (batch, seq, vocab); mask 1 = token, 0 = padding."""
+        """input_ids, attention_mask (batch, seq) -> logits (batch, seq, vocab); mask 1 = token, 0 = padding.
+
+        Without an attention_mask, positions holding `config.pad_token_id` are treated as padding.
+        """
         check_ids(input_ids, vocab_size=self.config.vocab_size, max_len=self.config.block_size)
+        if attention_mask is None and (input_ids == self.config.pad_token_id).any():
+            attention_mask = input_ids != self.config.pad_token_id
         pad_mask = None
         if attention_mask is not None:
             if attention_mask.shape != input_ids.shape:
