@@ -1,0 +1,352 @@
+"""Three ways to turn text into token ids, behind one small interface.
+
+- `CharTokenizer`: one token per character; written here, in a few lines.
+- `BPETokenizer`: byte-level BPE as in GPT-2, trained with the Hugging Face `tokenizers` library. Text
+  is first seen as UTF-8 bytes, so any string can be encoded and `decode(encode(s)) == s` exactly.
+- `WordPieceTokenizer`: WordPiece as in BERT, trained with the same library. Text is split at
+  whitespace and punctuation and each word into pieces (`##` marks a piece that continues a word).
+  The whitespace itself is not kept: `decode` puts one space between words and punctuation marks, so
+  the round trip keeps every other character, in order: `"".join(decode(encode(s)).split()) ==
+  "".join(s.split())`, for text whose words use only characters seen in training (a word with an
+  unseen character becomes `[UNK]` as a whole).
+
+All three share: `encode(text) -> list[int]`, `decode(ids) -> str`, `encode_batch(texts)`,
+`vocab_size`, `special_ids` (e.g. `{"[PAD]": 0, "[MASK]": 1}`), `token_to_id`, `id_to_token`,
+`tokens(text)` (each token as text, for display), `save(path)` / `load(path)` (JSON) and `to_dict()` /
+`from_dict(d)` (so a checkpoint can embed its tokenizer). Special tokens take the first ids, in the
+order given, and a special token written in a text is encoded as that one token, as the library does.
+
+A character `CharTokenizer` never saw in training raises a `ValueError` that names it, unless the
+tokenizer was trained with an `"[UNK]"` special token, to which such characters are then mapped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import tokenizers as hf  # the Hugging Face library (this module is lmlab.tokenizers)
+
+from lmlab._checks import check_positive_int
+
+UNK = "[UNK]"
+BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_CHUNK = 1 << 12  # long texts are encoded in pieces of about this many characters (see encode)
+
+
+class Tokenizer:
+    """The interface shared by the tokenizers; `load` / `from_dict` rebuild any of them from JSON."""
+
+    type = ""  # names the subclass in the saved JSON
+    special_tokens: tuple[str, ...] = ()
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        raise NotImplementedError
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def token_to_id(self, token: str) -> int:
+        raise NotImplementedError
+
+    def id_to_token(self, id: int) -> str:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    def encode_batch(self, texts) -> list[list[int]]:
+        """Encode each text of a list; the same ids as `encode` on each."""
+        return [self.encode(t) for t in _check_texts(texts)]
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        return {t: self.token_to_id(t) for t in self.special_tokens}
+
+    def tokens(self, text: str) -> list[str]:
+        """The text of each token of `text`, for display (`["To", " be", ","]`); a BPE token holding
+        only part of a character's UTF-8 bytes shows as '\ufffd'."""
+        return [self.decode([i]) for i in self.encode(text)]
+
+    def save(self, path) -> None:
+        """Write the tokenizer as JSON; atomic, so an interrupted save leaves the old file intact."""
+        path = Path(_check_path(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, ensure_ascii=False)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path) -> Tokenizer:
+        """Read a tokenizer written by `save`; `CharTokenizer.load` also checks that it is one."""
+        path = Path(_check_path(path))
+        if not path.is_file():
+            raise FileNotFoundError(f"path {str(path)!r} does not exist; give a file written by Tokenizer.save")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(f"path {str(path)!r} is not a JSON file written by Tokenizer.save") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Tokenizer:
+        """Rebuild a tokenizer from `to_dict()`, dispatching on its "type" field."""
+        types = {k.type: k for k in (CharTokenizer, BPETokenizer, WordPieceTokenizer)}
+        kind = d.get("type") if isinstance(d, dict) else None
+        if kind not in types:
+            raise ValueError(f"d['type'] must be one of {', '.join(map(repr, types))}, got {kind!r}")
+        if not issubclass(types[kind], cls):
+            raise ValueError(f"d['type'] is {kind!r}, but {cls.__name__} was asked for")
+        try:
+            return types[kind]._from_dict(d)
+        except Exception as err:  # a missing key, a wrong type, or the library refusing its JSON
+            raise ValueError(f"d is not a valid {kind!r} tokenizer dict ({err})") from None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size}, special_tokens={list(self.special_tokens)})"
+
+
+class CharTokenizer(Tokenizer):
+    """One token per character: the vocabulary is the sorted set of characters of the training text."""
+
+    type = "char"
+
+    def __init__(self, vocab, special_tokens=()):
+        """`vocab`: every token in id order, the special tokens first (usually made by `train`)."""
+        self.special_tokens = _check_special_tokens(special_tokens)
+        self.vocab = list(vocab)
+        if self.vocab[:len(self.special_tokens)] != list(self.special_tokens):
+            raise ValueError("vocab must start with the special tokens, in order")
+        chars = self.vocab[len(self.special_tokens):]
+        if len(set(self.vocab)) != len(self.vocab) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+            raise ValueError("vocab must hold the special tokens, then distinct single characters")
+        self._stoi = {t: i for i, t in enumerate(self.vocab)}
+        # special tokens written in a text are matched first, longest first ("[MASK]" before "[M")
+        specials = sorted(self.special_tokens, key=len, reverse=True)
+        self._special_re = re.compile("(" + "|".join(map(re.escape, specials)) + ")") if specials else None
+
+    @classmethod
+    def train(cls, text: str, special_tokens=()) -> CharTokenizer:
+        special_tokens = _check_special_tokens(special_tokens)
+        chars = sorted(set(_check_text(text, nonempty=True)) - set(special_tokens))
+        return cls(list(special_tokens) + chars, special_tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> list[int]:
+        text = _check_text(text)
+        pieces = self._special_re.split(text) if self._special_re else [text]
+        # with a capturing split, the odd pieces are the special tokens found in the text
+        plain = pieces[::2]
+        unseen = set().union(*map(set, plain)) - self._stoi.keys()
+        unk = self._stoi.get(UNK)
+        if unseen and unk is None:
+            shown = ", ".join(map(repr, sorted(unseen)[:10])) + (", ..." if len(unseen) > 10 else "")
+            raise ValueError(f"text contains {len(unseen)} character(s) the tokenizer never saw ({shown}); "
+                             f"train it on text that has them, or with special_tokens=('{UNK}',) to map them to {UNK}")
+        ids = []
+        for i, piece in enumerate(pieces):
+            if i % 2:
+                ids.append(self._stoi[piece])
+            else:
+                ids.extend([self._stoi.get(c, unk) for c in piece])
+        return ids
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        ids = _check_ids(ids, self.vocab_size)
+        first = len(self.special_tokens) if skip_special_tokens else 0
+        return "".join(self.vocab[i] for i in ids if i >= first)
+
+    def token_to_id(self, token: str) -> int:
+        if token not in self._stoi:
+            raise ValueError(f"token {token!r} is not in the vocabulary")
+        return self._stoi[token]
+
+    def id_to_token(self, id: int) -> str:
+        return self.vocab[_check_id(id, self.vocab_size)]
+
+    def to_dict(self) -> dict:
+        return {"type": self.type, "special_tokens": list(self.special_tokens), "vocab": self.vocab}
+
+    @classmethod
+    def _from_dict(cls, d: dict) -> CharTokenizer:
+        return cls(d["vocab"], d["special_tokens"])
+
+
+class _LibraryTokenizer(Tokenizer):
+    """A tokenizer from the Hugging Face `tokenizers` library, wrapped in this module's interface."""
+
+    def __init__(self, tokenizer: hf.Tokenizer, special_tokens=()):
+        self.hf = tokenizer
+        self.special_tokens = _check_special_tokens(special_tokens)
+
+    @classmethod
+    def _train(cls, text, special_tokens, model, pre_tokenizer, decoder, trainer):
+        tokenizer = hf.Tokenizer(model)
+        tokenizer.pre_tokenizer = pre_tokenizer
+        tokenizer.decoder = decoder
+        tokenizer.train_from_iterator(_chunks(text), trainer)
+        return cls(tokenizer, special_tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        # One library call on a very long string is several times slower than the same text in
+        # pieces: a long text is cut where no pre-token can straddle the cut and the pieces are
+        # encoded as a batch. Same ids; the whole corpus takes about 2 s instead of 10.
+        pieces = list(_chunks(_check_text(text)))
+        if len(pieces) == 1:
+            return self.hf.encode(text, add_special_tokens=False).ids
+        return [i for e in self.hf.encode_batch(pieces, add_special_tokens=False) for i in e.ids]
+
+    def encode_batch(self, texts) -> list[list[int]]:
+        texts = _check_texts(texts)
+        if any(len(t) > _CHUNK for t in texts):
+            return [self.encode(t) for t in texts]
+        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return self.hf.decode(_check_ids(ids, self.vocab_size), skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int:
+        i = self.hf.token_to_id(token) if isinstance(token, str) else None
+        if i is None:
+            raise ValueError(f"token {token!r} is not in the vocabulary")
+        return i
+
+    def id_to_token(self, id: int) -> str:
+        return self.hf.id_to_token(_check_id(id, self.vocab_size))
+
+    def to_dict(self) -> dict:
+        return {"type": self.type, "special_tokens": list(self.special_tokens),
+                "tokenizer": json.loads(self.hf.to_str())}
+
+    @classmethod
+    def _from_dict(cls, d: dict):
+        return cls(hf.Tokenizer.from_str(json.dumps(d["tokenizer"])), d["special_tokens"])
+
+
+class BPETokenizer(_LibraryTokenizer):
+    """Byte-level BPE (as GPT-2): 256 byte tokens, then the most frequent merges; exact round trip."""
+
+    type = "bpe"
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int, special_tokens=()) -> BPETokenizer:
+        """Learn merges until `vocab_size` tokens (at most; fewer if the text runs out of pairs)."""
+        special_tokens = _check_special_tokens(special_tokens)
+        _check_text(text, nonempty=True)
+        low = 256 + len(special_tokens)
+        if check_positive_int(vocab_size, "vocab_size") < low:
+            raise ValueError(f"vocab_size must be at least {low} (256 bytes + {len(special_tokens)} special tokens), "
+                             f"got {vocab_size}")
+        trainer = hf.trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
+                                         initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        return cls._train(text, special_tokens, hf.models.BPE(),
+                          hf.pre_tokenizers.ByteLevel(add_prefix_space=False), hf.decoders.ByteLevel(), trainer)
+
+
+class WordPieceTokenizer(_LibraryTokenizer):
+    """WordPiece (as BERT, cased): words split at whitespace and punctuation, then into `##` pieces."""
+
+    type = "wordpiece"
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int, special_tokens=BERT_SPECIAL_TOKENS) -> WordPieceTokenizer:
+        """Learn a vocabulary of about `vocab_size` tokens; "[UNK]" is added to the special tokens if missing.
+
+        Every character of the text is kept in the vocabulary, so a `vocab_size` below the alphabet
+        (with its `##` forms) gives a vocabulary the size of the alphabet.
+        """
+        special_tokens = _check_special_tokens(special_tokens)
+        if UNK not in special_tokens:  # the model needs a token for words it cannot spell
+            special_tokens += (UNK,)
+        _check_text(text, nonempty=True)
+        if check_positive_int(vocab_size, "vocab_size") <= len(special_tokens):
+            raise ValueError(f"vocab_size must be more than the {len(special_tokens)} special tokens, got {vocab_size}")
+        trainer = hf.trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
+                                               show_progress=False)
+        # cleanup=False: the library's cleanup rewrites text (" do not" -> " don't"), not only spaces
+        return cls._train(text, special_tokens, hf.models.WordPiece(unk_token=UNK),
+                          hf.pre_tokenizers.BertPreTokenizer(), hf.decoders.WordPiece(prefix="##", cleanup=False),
+                          trainer)
+
+
+load = Tokenizer.load
+from_dict = Tokenizer.from_dict
+
+
+def _chunks(text: str, size: int = _CHUNK):
+    """Cut `text` into pieces of about `size` characters, each cut after a newline that precedes a
+    non-space character: no pre-token of either library spans such a cut."""
+    start = 0
+    while len(text) - start > size:
+        cut = text.find("\n", start + size)
+        while 0 <= cut < len(text) - 1 and text[cut + 1].isspace():
+            cut = text.find("\n", cut + 1)
+        if cut < 0 or cut >= len(text) - 1:
+            break
+        yield text[start:cut + 1]
+        start = cut + 1
+    yield text[start:]
+
+
+def _check_text(text, nonempty: bool = False) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str, got {type(text).__name__}")
+    if nonempty and not text:
+        raise ValueError("text must not be empty: a tokenizer is trained on at least one character")
+    return text
+
+
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"texts must be a list of str, got {type(texts).__name__}")
+    return list(texts)
+
+
+def _check_special_tokens(special_tokens) -> tuple[str, ...]:
+    if not isinstance(special_tokens, (list, tuple)) or not all(isinstance(t, str) and t for t in special_tokens):
+        raise ValueError(f"special_tokens must be a list of non-empty str, got {special_tokens!r}")
+    if len(set(special_tokens)) != len(special_tokens):
+        raise ValueError(f"special_tokens must be distinct, got {list(special_tokens)}")
+    return tuple(special_tokens)
+
+
+def _check_ids(ids, vocab_size: int) -> list[int]:
+    if hasattr(ids, "tolist"):  # a 1-D tensor or array
+        ids = ids.tolist()
+    if not isinstance(ids, (list, tuple, range)) or not all(type(i) is int for i in ids):
+        raise ValueError(f"ids must be a list of int (or a 1-D tensor), got {type(ids).__name__}")
+    if ids and not 0 <= min(ids) <= max(ids) < vocab_size:
+        bad = min(ids) if min(ids) < 0 else max(ids)
+        raise ValueError(f"ids must be in [0, {vocab_size}), got {bad}")
+    return list(ids)
+
+
+def _check_id(id, vocab_size: int) -> int:
+    if isinstance(id, bool) or not isinstance(id, int) or not 0 <= id < vocab_size:
+        raise ValueError(f"id must be an int in [0, {vocab_size}), got {id!r}")
+    return id
+
+
+def _check_path(path):
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"path must be a str or a path, got {type(path).__name__}")
+    return path
