@@ -51,6 +51,11 @@ def _check_config(config):
         raise ValueError(f"config.dropout must be in [0, 1), got {config.dropout}")
 
 
+def _dropout(p: float) -> nn.Module:
+    # with p = 0 a Dropout module is a no-op that still costs a call on every token of generation
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 class KVCache:
     """Keys and values of every layer for the tokens seen so far, preallocated for `block_size` positions.
 
@@ -64,6 +69,7 @@ class KVCache:
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
         self.length = 0  # positions filled
         self.capacity = block_size
+        self._spare = None  # buffers that reorder() writes into, then swaps with keys/values
 
     @property
     def batch_size(self) -> int:
@@ -71,8 +77,25 @@ class KVCache:
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows `index` (new_batch,) of every layer, in that order; rows may repeat (beam search)."""
-        self.keys = [k.index_select(0, index) for k in self.keys]
-        self.values = [v.index_select(0, index) for v in self.values]
+        if index.dim() != 1 or index.dtype != torch.long:
+            raise ValueError(f"index must be a 1-D LongTensor of row numbers, got {index.dtype} of shape {tuple(index.shape)}")
+        if index.numel() != self.batch_size:
+            # a new batch size: fresh buffers of that size
+            self.keys = [k.index_select(0, index) for k in self.keys]
+            self.values = [v.index_select(0, index) for v in self.values]
+            self._spare = None
+            return
+        # same batch size (every beam-search step): copy only the filled positions into spare buffers
+        # and swap, instead of allocating and copying all block_size positions of every layer
+        if self._spare is None:
+            self._spare = ([torch.empty_like(k) for k in self.keys], [torch.empty_like(v) for v in self.values])
+        spare_keys, spare_values = self._spare
+        n = self.length
+        for src, dst in ((self.keys, spare_keys), (self.values, spare_values)):
+            for a, b in zip(src, dst):
+                torch.index_select(a[:, :, :n], 0, index, out=b[:, :, :n])
+        self._spare = (self.keys, self.values)
+        self.keys, self.values = spare_keys, spare_values
 
     def crop(self, n: int) -> None:
         """Forget every position from `n` on."""
@@ -87,7 +110,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head, self.causal, self.dropout = config.n_head, causal, config.dropout
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = _dropout(config.dropout)
 
     def forward(self, x, cache: KVCache | None = None, layer: int = 0, pad_mask=None):
         """x: (batch, seq, n_embd); pad_mask: (batch, 1, 1, seq) bool, True where attending is allowed."""
@@ -134,7 +157,7 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = _dropout(config.dropout)
 
     def forward(self, x):
         return self.dropout(self.proj(F.gelu(self.fc(x))))
@@ -166,7 +189,8 @@ class _Transformer(nn.Module):
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = _dropout(config.dropout)
+        self.register_buffer("positions", torch.arange(config.block_size), persistent=False)
         self.blocks = nn.ModuleList([Block(config, self.causal) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -192,7 +216,7 @@ class _Transformer(nn.Module):
 
     def embed(self, input_ids, start: int = 0):
         """Token + position embeddings, (batch, seq) -> (batch, seq, n_embd)."""
-        pos = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
+        pos = self.positions[start : start + input_ids.shape[1]]
         # .long(): nn.Embedding takes only int32/int64 indices, check_ids also accepts uint8/int16
         return self.drop(self.tok_emb(input_ids.long()) + self.pos_emb(pos))
 
