@@ -1,0 +1,719 @@
+"""Decoding: from next-token logits to text.
+
+Filters map logits `(batch, vocab)` to logits of the same shape, row by row, and never modify their
+input. They follow the Hugging Face `transformers` logits processors, and `filter_logits` composes
+them in the order `transformers` uses:
+
+    repetition_penalty -> no_repeat_ngram -> temperature -> top_k -> top_p -> min_p -> typical
+
+A removed token gets the logit -inf (probability 0). Boundary rules:
+
+- temperature 0 is greedy: 0 at each row's first argmax, -inf elsewhere (no division, never NaN);
+- `top_p = 1`, `mass = 1`, `min_p = 0` and `k >= vocab` keep every token;
+- ties at the k-th largest logit are all kept by `top_k_filter` (so a row may keep more than k);
+- `top_p_filter` keeps the smallest set of most probable tokens whose mass is >= p: a token is kept
+  while the mass of the tokens ranked before it is < p - 1e-6; the tolerance makes "exactly p"
+  robust to float rounding (transformers compares float32 sums exactly, and keeps one token too many
+  in about a fifth of such cases). Equal probabilities are ranked by token id, lowest first;
+- `min_p_filter` keeps tokens with prob >= p * max prob, compared in log space with a 1e-5 tolerance;
+- `typical_filter` keeps the smallest typical set with mass >= mass (same tolerance as top-p), plus
+  every token tied with the last one kept;
+- `min_tokens_to_keep` tokens (the most probable; for `typical_filter`, the most typical) always stay.
+
+Search (`greedy`, `sample`, `beam_search`) drives any callable `model(input_ids) -> logits (batch, seq,
+vocab)`. A model with `new_cache(batch_size)` (lmlab's GPT) is fed one token per step through its
+key/value cache; any other callable recomputes the whole context every step (also `use_cache=False`).
+
+- Context: a model with `config.block_size` sees at most that many tokens. Without the cache, each step
+  feeds the last `block_size` tokens (as nanoGPT does). With the cache, the prompt's last `block_size`
+  tokens are prefilled; when the cache is full it is restarted with the most recent
+  `(block_size + 1) // 2` tokens, so the window slides by half a block at a time and the cost of
+  re-prefilling is shared by the half block of cheap steps that follow. Both paths give the same tokens
+  as long as prompt + output fit in `block_size`.
+- Batches: all prompts of a batch have the same length (a tensor `(batch, seq)`); prompts of unequal
+  lengths are generated one at a time (`generate` raises a ValueError for them), since the models have
+  no attention mask for left padding.
+- Rows that produce `eos_token_id` are finished: they are padded with `eos_token_id` while the others go
+  on, and the search stops when every row has finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator, NamedTuple
+
+import torch
+
+from lmlab._checks import check_fraction, check_ids, check_nonnegative_int, check_positive_int
+
+_MASS_TOL = 1e-6  # probability mass this close to the threshold counts as reaching it (float rounding)
+_LOG_TOL = 1e-5  # the same for min-p's ratio of probabilities, in log space
+_NEG_INF = float("-inf")
+
+
+# ---------------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _check_logits(logits):
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or not logits.is_floating_point():
+        got = (f"shape {tuple(logits.shape)} and dtype {logits.dtype}" if isinstance(logits, torch.Tensor)
+               else type(logits).__name__)
+        raise ValueError(f"logits must be a float tensor of shape (batch, vocab), got {got}")
+    if logits.shape[1] == 0:
+        raise ValueError("logits must have at least one vocabulary entry, got shape (batch, 0)")
+
+
+def _check_history(input_ids, logits):
+    check_ids(input_ids, "input_ids", vocab_size=logits.shape[1])
+    if input_ids.shape[0] != logits.shape[0]:
+        raise ValueError(f"input_ids has batch size {input_ids.shape[0]} but logits has {logits.shape[0]}")
+
+
+def _check_number(value, name: str, low: float, low_open: bool = False):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or (low_open and value == low):
+        raise ValueError(f"{name} must be a finite number {'>' if low_open else '>='} {low}, got {value!r}")
+    return float(value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# filters: logits (batch, vocab) -> logits (batch, vocab)
+
+
+def _greedy_logits(logits):
+    # the log of a one-hot distribution: 0 at the first argmax, -inf elsewhere
+    return torch.full_like(logits, _NEG_INF).scatter_(-1, logits.argmax(-1, keepdim=True), 0.0)
+
+
+def _temperature(logits, temperature):
+    if temperature == 0:
+        return _greedy_logits(logits)
+    scaled = logits / temperature
+    if not torch.isfinite(scaled.amax(-1)).all():
+        return _greedy_logits(logits)  # so small a temperature overflows: its limit, greedy, is what it means
+    return scaled
+
+
+def apply_temperature(logits, temperature):
+    """Divide logits `(batch, vocab)` by `temperature`; 0 means greedy.
+
+    At temperature 0 the result is the log of a one-hot distribution: 0 at each row's argmax (the first
+    one on ties), -inf elsewhere, so softmax gives exactly greedy decoding and never NaN.
+    """
+    _check_logits(logits)
+    return _temperature(logits, _check_number(temperature, "temperature", 0.0))
+
+
+def _top_k(logits, k, min_tokens_to_keep=1):
+    k = max(k, min_tokens_to_keep)
+    if k >= logits.shape[-1]:
+        return logits.clone()
+    kth = logits.topk(k, dim=-1).values[:, -1:]  # (batch, 1): each row's own threshold
+    return logits.masked_fill(logits < kth, _NEG_INF)
+
+
+def top_k_filter(logits, k, min_tokens_to_keep=1):
+    """Keep the `k` largest logits of each row `(batch, vocab)`, and every logit tied with the k-th; -inf elsewhere."""
+    _check_logits(logits)
+    check_positive_int(k, "k")
+    check_positive_int(min_tokens_to_keep, "min_tokens_to_keep")
+    return _top_k(logits, k, min_tokens_to_keep)
+
+
+def _at_least_float32(logits):
+    # cumulative sums of half-precision probabilities are too coarse for the boundaries
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+def _top_p(logits, p, min_tokens_to_keep=1):
+    if p >= 1.0:
+        return logits.clone()
+    sorted_probs, order = _at_least_float32(logits).softmax(-1).sort(dim=-1, descending=True, stable=True)
+    mass_before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the tokens ranked above each one
+    drop_sorted = mass_before >= p - _MASS_TOL
+    drop_sorted[:, :min_tokens_to_keep] = False
+    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back from rank order to token order
+    return logits.masked_fill(drop, _NEG_INF)
+
+
+def top_p_filter(logits, p, min_tokens_to_keep=1):
+    """Nucleus filter: keep, per row of `(batch, vocab)`, the smallest set of most probable tokens with mass >= p.
+
+    Mass within 1e-6 of p counts as reaching it; `p = 1` keeps every token.
+    """
+    _check_logits(logits)
+    p = check_fraction(p, "p", 0.0, 1.0, low_open=True)
+    check_positive_int(min_tokens_to_keep, "min_tokens_to_keep")
+    return _top_p(logits, p, min_tokens_to_keep)
+
+
+def _min_p(logits, p, min_tokens_to_keep=1):
+    if p == 0.0:
+        return logits.clone()
+    # prob_i >= p * prob_max  <=>  logit_i >= logit_max + log p: no softmax needed
+    drop = logits < logits.amax(-1, keepdim=True) + (math.log(p) - _LOG_TOL)
+    if min_tokens_to_keep > 1:
+        top = logits.topk(min(min_tokens_to_keep, logits.shape[-1]), dim=-1).indices
+        drop.scatter_(-1, top, False)
+    return logits.masked_fill(drop, _NEG_INF)
+
+
+def min_p_filter(logits, p, min_tokens_to_keep=1):
+    """Keep the tokens of each row `(batch, vocab)` whose probability is >= p times the row's largest."""
+    _check_logits(logits)
+    p = check_fraction(p, "p")
+    check_positive_int(min_tokens_to_keep, "min_tokens_to_keep")
+    return _min_p(logits, p, min_tokens_to_keep)
+
+
+def _typical(logits, mass, min_tokens_to_keep=1):
+    if mass >= 1.0:
+        return logits.clone()
+    log_probs = _at_least_float32(logits).log_softmax(-1)
+    probs = log_probs.exp()
+    entropy = -(log_probs * probs).nansum(-1, keepdim=True)  # nansum: 0 * log 0 counts as 0
+    # a token is typical when its surprisal -log p is close to the entropy (the expected surprisal)
+    distance, order = (-log_probs - entropy).abs().sort(dim=-1, stable=True)
+    cum = probs.gather(-1, order).cumsum(-1)
+    last = (cum < mass - _MASS_TOL).sum(-1, keepdim=True).clamp_(max=logits.shape[-1] - 1)
+    drop_sorted = distance > distance.gather(-1, last)
+    drop_sorted[:, :min_tokens_to_keep] = False
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, _NEG_INF)
+
+
+def typical_filter(logits, mass, min_tokens_to_keep=1):
+    """Locally typical filter: keep the tokens whose surprisal is closest to the entropy, up to `mass`.
+
+    Per row of `(batch, vocab)`, tokens are ranked by |-log p - entropy| and the smallest set of the
+    most typical ones with probability mass >= `mass` is kept; `mass = 1` keeps every token.
+    """
+    _check_logits(logits)
+    mass = check_fraction(mass, "mass", 0.0, 1.0, low_open=True)
+    check_positive_int(min_tokens_to_keep, "min_tokens_to_keep")
+    return _typical(logits, mass, min_tokens_to_keep)
+
+
+def _repetition_penalty(logits, input_ids, penalty):
+    if penalty == 1.0:
+        return logits.clone()
+    seen = logits.gather(-1, input_ids)
+    # dividing a negative logit would raise its probability: negative ones are multiplied instead
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    return logits.scatter(-1, input_ids, seen)  # a token seen twice is still penalised once
+
+
+def repetition_penalty(logits, input_ids, penalty):
+    """CTRL's repetition penalty: for each token already in the row of `input_ids` (batch, seq),
+    divide its logit by `penalty` if positive, multiply it if negative; `penalty = 1` changes nothing."""
+    _check_logits(logits)
+    _check_history(input_ids, logits)
+    penalty = _check_number(penalty, "penalty", 0.0, low_open=True)
+    return _repetition_penalty(logits, input_ids.long(), penalty)
+
+
+def _no_repeat_ngram(logits, input_ids, n):
+    batch, length = input_ids.shape
+    vocab = logits.shape[-1]
+    if length < n:
+        return logits.clone()
+    windows = input_ids.unfold(1, n, 1)  # (batch, length - n + 1, n): every n-gram of each row
+    prefix = input_ids[:, length - n + 1 :]  # the n - 1 last tokens, which the next token would extend
+    matches = (windows[..., :-1] == prefix[:, None]).all(-1)
+    # the n-grams that start with the prefix ban their last token; the others write to a spare column
+    banned = torch.zeros(batch, vocab + 1, dtype=torch.bool, device=logits.device)
+    banned.scatter_(1, torch.where(matches, windows[..., -1], vocab), True)
+    return logits.masked_fill(banned[:, :vocab], _NEG_INF)
+
+
+def no_repeat_ngram(logits, input_ids, n):
+    """Ban (-inf) every token that would repeat an n-gram already in the row of `input_ids` (batch, seq)."""
+    _check_logits(logits)
+    _check_history(input_ids, logits)
+    check_positive_int(n, "n")
+    return _no_repeat_ngram(logits, input_ids.long(), n)
+
+
+def _processors(temperature=1.0, top_k=None, top_p=None, min_p=None, typical_p=None,
+                repetition_penalty=None, no_repeat_ngram_size=None, min_tokens_to_keep=1):
+    """Check the options and return the filters they ask for, in order, as functions (logits, input_ids) -> logits."""
+    temperature = _check_number(temperature, "temperature", 0.0)
+    keep = check_positive_int(min_tokens_to_keep, "min_tokens_to_keep")
+    steps = []
+    if repetition_penalty is not None:
+        penalty = _check_number(repetition_penalty, "repetition_penalty", 0.0, low_open=True)
+        steps.append(lambda x, ids: _repetition_penalty(x, ids, penalty))
+    if no_repeat_ngram_size is not None:
+        n = check_positive_int(no_repeat_ngram_size, "no_repeat_ngram_size")
+        steps.append(lambda x, ids: _no_repeat_ngram(x, ids, n))
+    if temperature != 1.0:
+        steps.append(lambda x, ids: _temperature(x, temperature))
+    if top_k is not None:
+        k = check_positive_int(top_k, "top_k")
+        steps.append(lambda x, ids: _top_k(x, k, keep))
+    if top_p is not None:
+        p = check_fraction(top_p, "top_p", 0.0, 1.0, low_open=True)
+        steps.append(lambda x, ids: _top_p(x, p, keep))
+    if min_p is not None:
+        mp = check_fraction(min_p, "min_p")
+        steps.append(lambda x, ids: _min_p(x, mp, keep))
+    if typical_p is not None:
+        mass = check_fraction(typical_p, "typical_p", 0.0, 1.0, low_open=True)
+        steps.append(lambda x, ids: _typical(x, mass, keep))
+    return steps
+
+
+def filter_logits(logits, input_ids=None, *, temperature=1.0, top_k=None, top_p=None, min_p=None,
+                  typical_p=None, repetition_penalty=None, no_repeat_ngram_size=None, min_tokens_to_keep=1):
+    """Apply the filters that are set, in the order of `transformers`, to logits `(batch, vocab)`:
+    repetition penalty, no-repeat n-gram, temperature, top-k, top-p, min-p, typical.
+
+    `input_ids` (batch, seq), the tokens so far, is needed only by the first two.
+    """
+    _check_logits(logits)
+    steps = _processors(temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
+                        no_repeat_ngram_size, min_tokens_to_keep)
+    if repetition_penalty is not None or no_repeat_ngram_size is not None:
+        if input_ids is None:
+            raise ValueError("input_ids must be given when repetition_penalty or no_repeat_ngram_size is set")
+        _check_history(input_ids, logits)
+        input_ids = input_ids.long()
+    out = logits.clone()
+    for step in steps:
+        out = step(out, input_ids)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# search
+
+
+def _block_size(model):
+    return getattr(getattr(model, "config", None), "block_size", None)
+
+
+class _NextTokenLogits:
+    """Last-position logits `(batch, vocab)` of `model` for a growing sequence `(batch, seq)`.
+
+    With a KV cache only the tokens the cache has not seen are fed; otherwise the context is recomputed.
+    """
+
+    def __init__(self, model, use_cache: bool):
+        self.model = model
+        self.block_size = _block_size(model)
+        self.use_cache = use_cache and hasattr(model, "new_cache") and self.block_size is not None
+        self.cache = None
+        self.fed = 0  # length of the sequence the cache has seen
+
+    def __call__(self, seq):
+        if not self.use_cache:
+            context = seq if self.block_size is None else seq[:, -self.block_size :]
+            return self._forward(context)
+        if self.cache is None:
+            self.cache = self.model.new_cache(seq.shape[0])
+            feed = seq[:, -self.block_size :]
+        elif self.cache.length + seq.shape[1] - self.fed > self.block_size:
+            self.cache.crop(0)  # full: restart from the most recent half block
+            feed = seq[:, -((self.block_size + 1) // 2) :]
+        else:
+            feed = seq[:, self.fed :]
+        self.fed = seq.shape[1]
+        return self._forward(feed, cache=self.cache)
+
+    def _forward(self, ids, **kwargs):
+        logits = self.model(ids, **kwargs)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or logits.shape[:2] != ids.shape:
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"model must return logits of shape (batch, seq, vocab) = "
+                             f"({ids.shape[0]}, {ids.shape[1]}, vocab), got {got}")
+        return logits[:, -1]
+
+    def reorder(self, index):
+        """Keep rows `index` (new_batch,) of the cache, in that order (beam search)."""
+        if self.cache is not None:
+            self.cache.reorder(index)
+
+
+@contextlib.contextmanager
+def _generating(model):
+    """Inference mode (no autograd bookkeeping), and dropout off; the model's train/eval mode is restored after.
+
+    Tensors made inside are inference tensors: whatever is returned is copied into ordinary ones first,
+    so that a learner can still train on generated ids.
+    """
+    training = getattr(model, "training", False)
+    if training:
+        model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        if training:
+            model.train()
+
+
+def _check_prompt(input_ids):
+    check_ids(input_ids, "input_ids")
+    if input_ids.shape[0] == 0:
+        raise ValueError("input_ids must hold at least one prompt, got batch size 0")
+    return input_ids.long()
+
+
+def _check_eos(eos_token_id):
+    if eos_token_id is not None:
+        check_nonnegative_int(eos_token_id, "eos_token_id")
+
+
+def _argmax(logits, seq):
+    return logits.argmax(-1)
+
+
+def _steps(model, seq, prompt_len, pick, eos_token_id, use_cache) -> Iterator[torch.Tensor]:
+    """Fill `seq[:, prompt_len:]` one column per step and yield each new column (batch,)."""
+    logits_of = _NextTokenLogits(model, use_cache)
+    finished = torch.zeros(seq.shape[0], dtype=torch.bool, device=seq.device)
+    for t in range(prompt_len, seq.shape[1]):
+        with _generating(model):  # per step: the caller runs between two yields with its own modes
+            tokens = pick(logits_of(seq[:, :t]), seq[:, :t])
+            if eos_token_id is not None:
+                tokens = tokens.masked_fill(finished, eos_token_id)
+                finished |= tokens == eos_token_id
+        seq[:, t] = tokens
+        yield seq[:, t]  # a view of the ordinary tensor `seq`, not the inference tensor `tokens`
+        if eos_token_id is not None and finished.all():
+            return
+
+
+def _run(model, input_ids, max_new_tokens, pick, eos_token_id, streamer, use_cache):
+    batch, prompt_len = input_ids.shape
+    seq = input_ids.new_empty(batch, prompt_len + max_new_tokens)
+    seq[:, :prompt_len] = input_ids
+    length = prompt_len
+    for tokens in _steps(model, seq, prompt_len, pick, eos_token_id, use_cache):
+        length += 1
+        if streamer is not None:
+            streamer(tokens)
+    return seq[:, :length]
+
+
+def greedy(model, input_ids, max_new_tokens, eos_token_id=None, streamer=None, use_cache=True):
+    """Append the most probable next token, `max_new_tokens` times: (batch, seq) -> (batch, seq + new).
+
+    `streamer(tokens)` is called with the new tokens (batch,) after every step.
+    """
+    input_ids = _check_prompt(input_ids)
+    check_nonnegative_int(max_new_tokens, "max_new_tokens")
+    _check_eos(eos_token_id)
+    return _run(model, input_ids, max_new_tokens, _argmax, eos_token_id, streamer, use_cache)
+
+
+def _generators(generator, seed, batch, device):
+    """None (torch's global RNG), one torch.Generator for the batch, or a list with one per row."""
+    if generator is not None and seed is not None:
+        raise ValueError("seed and generator are alternatives: give at most one of them")
+    if seed is not None:
+        seeds = seed if isinstance(seed, (list, tuple)) else None
+        for s in seeds if seeds is not None else [seed]:
+            check_nonnegative_int(s, "seed")
+        make = lambda s: torch.Generator(device=device).manual_seed(s)  # noqa: E731
+        generator = [make(s) for s in seeds] if seeds is not None else make(seed)
+    gens = generator if isinstance(generator, (list, tuple)) else [generator]
+    if generator is not None and not all(isinstance(g, torch.Generator) for g in gens):
+        raise ValueError(f"generator must be a torch.Generator or a list of them, got {generator!r}")
+    if isinstance(generator, (list, tuple)) and len(generator) != batch:
+        name = "seed" if seed is not None else "generator"
+        raise ValueError(f"{name} must hold one entry per prompt ({batch}) when it is a list, got {len(generator)}")
+    return generator
+
+
+def _sampler(batch, device, temperature=1.0, top_k=None, top_p=None, min_p=None, typical_p=None,
+             repetition_penalty=None, no_repeat_ngram_size=None, generator=None, seed=None):
+    """Check sample's options and return its `pick(logits, seq) -> next tokens (batch,)`."""
+    steps = _processors(temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size)
+    generator = _generators(generator, seed, batch, device)
+
+    def pick(logits, seq):
+        for step in steps:
+            logits = step(logits, seq)
+        if no_repeat_ngram_size is not None and torch.isneginf(logits).all(-1).any():
+            raise ValueError(f"no_repeat_ngram_size={no_repeat_ngram_size} has banned every token of a row; "
+                             "use a larger size")
+        if temperature == 0:
+            return logits.argmax(-1)
+        return _draw(logits.softmax(-1), generator)
+
+    return pick
+
+
+def _draw(probs, generator):
+    """One token per row of `probs` (batch, vocab): argmax of p_i / E_i with E_i ~ Exponential(1).
+
+    The smallest E_i / p_i of independent exponentials falls on token i with probability p_i, so this is
+    sampling from `probs`, in a few cheap ops (torch.multinomial validates its input at every call).
+    """
+    noise = torch.empty_like(probs)
+    if isinstance(generator, (list, tuple)):  # one generator per row: a row's draws ignore the others
+        for row, g in zip(noise, generator):
+            row.exponential_(generator=g)
+    else:
+        noise.exponential_(generator=generator)
+    # an exact 0 draw would make 0 / 0 = NaN, which argmax would pick: keep E_i > 0
+    return probs.div_(noise.clamp_min_(torch.finfo(noise.dtype).tiny)).argmax(-1)
+
+
+def sample(model, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, min_p=None,
+           typical_p=None, repetition_penalty=None, no_repeat_ngram_size=None, generator=None, seed=None,
+           eos_token_id=None, streamer=None, use_cache=True):
+    """Draw each next token from the filtered distribution: (batch, seq) -> (batch, seq + new).
+
+    Filters apply in `filter_logits`'s order; temperature 0 is greedy. Reproducible with `seed` (an int)
+    or `generator` (a torch.Generator): the same seed and the same batch give the same tokens. The rows of
+    a batch draw from that one generator in turn, so a prompt sampled in a batch differs from the same
+    prompt sampled alone; give a list of seeds or generators, one per row, to make each row independent
+    of the others (row i then equals sampling prompt i alone with seed[i]). Without either, torch's
+    global generator is used (`torch.manual_seed`).
+    """
+    input_ids = _check_prompt(input_ids)
+    check_nonnegative_int(max_new_tokens, "max_new_tokens")
+    _check_eos(eos_token_id)
+    pick = _sampler(input_ids.shape[0], input_ids.device, temperature, top_k, top_p, min_p, typical_p,
+                    repetition_penalty, no_repeat_ngram_size, generator, seed)
+    return _run(model, input_ids, max_new_tokens, pick, eos_token_id, streamer, use_cache)
+
+
+class BeamSearchOutput(NamedTuple):
+    """Finished hypotheses, best first for each prompt (rows `i * num_return_sequences + j`)."""
+
+    sequences: torch.Tensor  # (batch * num_return_sequences, seq): prompt + continuation, eos-padded at the end
+    scores: torch.Tensor  # (batch * num_return_sequences,): sum of token log-probs / new_tokens ** length_penalty
+
+
+class _Hypotheses:
+    """The best `num_beams` finished sequences of one prompt, with their length-penalised scores."""
+
+    def __init__(self, num_beams, length_penalty):
+        self.num_beams, self.length_penalty = num_beams, length_penalty
+        self.items: list[tuple[float, torch.Tensor]] = []
+
+    def add(self, sum_log_probs, new_tokens, sequence):
+        score = sum_log_probs / new_tokens**self.length_penalty
+        if len(self.items) < self.num_beams or score > self.items[-1][0]:
+            self.items.append((score, sequence))
+            self.items.sort(key=lambda item: -item[0])
+            del self.items[self.num_beams :]
+
+    def done(self, best_running, new_tokens, max_new_tokens, early_stopping):
+        """Can no running beam still beat the worst kept hypothesis? (transformers' stopping rule)"""
+        if len(self.items) < self.num_beams:
+            return False
+        if early_stopping is True:
+            return True
+        # the best a running beam can reach: its score now, or at full length if the penalty favours length
+        longest = max_new_tokens if early_stopping == "never" and self.length_penalty > 0 else new_tokens
+        return self.items[-1][0] >= best_running / longest**self.length_penalty
+
+
+def _check_beam_args(num_beams, max_new_tokens, length_penalty, eos_token_id, early_stopping, num_return_sequences):
+    check_positive_int(num_beams, "num_beams")
+    check_nonnegative_int(max_new_tokens, "max_new_tokens")
+    _check_number(length_penalty, "length_penalty", -math.inf)
+    _check_eos(eos_token_id)
+    if early_stopping not in (True, False, "never"):
+        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+    check_positive_int(num_return_sequences, "num_return_sequences")
+    if num_return_sequences > num_beams:
+        raise ValueError(f"num_return_sequences must be <= num_beams ({num_beams}), got {num_return_sequences}")
+
+
+def beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty=1.0, eos_token_id=None,
+                early_stopping=True, num_return_sequences=1, use_cache=True) -> BeamSearchOutput:
+    """Keep the `num_beams` most probable continuations of each prompt `(batch, seq)`, as in `transformers`.
+
+    Every step advances all `batch * num_beams` beams in one batched forward (the cache rows follow their
+    beams with `cache.reorder`). Of the `2 * num_beams` best candidates, those ending in eos within the top
+    `num_beams` become finished hypotheses, the others continue; after `max_new_tokens` the top
+    `num_beams` candidates are finished too. A hypothesis scores `sum log p / new_tokens ** length_penalty`
+    (new_tokens counts its eos): `length_penalty > 0` favours long sequences, `< 0` short ones.
+    `early_stopping`: True stops a prompt as soon as it has `num_beams` hypotheses; False once no running
+    beam can beat them at its current length; "never" at the best length it could still reach.
+    """
+    input_ids = _check_prompt(input_ids)
+    _check_beam_args(num_beams, max_new_tokens, length_penalty, eos_token_id, early_stopping, num_return_sequences)
+    batch, prompt_len = input_ids.shape
+    if max_new_tokens == 0:
+        return BeamSearchOutput(input_ids.repeat_interleave(num_return_sequences, 0),
+                                torch.zeros(batch * num_return_sequences))
+    with _generating(model):
+        hyps = _beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty, eos_token_id,
+                            early_stopping, use_cache)
+    return _beam_output(hyps, input_ids, num_return_sequences, eos_token_id)
+
+
+def _beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty, eos_token_id, early_stopping, use_cache):
+    batch, prompt_len = input_ids.shape
+    device = input_ids.device
+    logits_of = _NextTokenLogits(model, use_cache)
+    logits = logits_of(input_ids)  # the prompt is fed once, then its cache row is copied to every beam
+    copies = torch.arange(batch, device=device).repeat_interleave(num_beams)
+    logits_of.reorder(copies)
+    logits = logits[copies]
+    seq = input_ids.new_empty(batch * num_beams, prompt_len + max_new_tokens)
+    seq[:, :prompt_len] = input_ids[copies]
+    # only the first beam of each prompt is alive at first, so its continuations are not counted num_beams times
+    beam_scores = torch.full((batch, num_beams), _NEG_INF, device=device)
+    beam_scores[:, 0] = 0.0
+    hyps = [_Hypotheses(num_beams, length_penalty) for _ in range(batch)]
+    done = [False] * batch
+    for step in range(max_new_tokens):
+        t, last = prompt_len + step, step == max_new_tokens - 1
+        candidates = (beam_scores.view(-1, 1) + logits.float().log_softmax(-1)).view(batch, -1)
+        top = candidates.topk(min(2 * num_beams, candidates.shape[1]), dim=-1)
+        scores, rows, tokens = _next_beams(top, logits.shape[-1], num_beams, seq[:, :t], step + 1, hyps, done, last,
+                                           eos_token_id)
+        if last:
+            break
+        beam_scores = torch.tensor(scores, device=device).view(batch, num_beams)
+        for b in range(batch):
+            done[b] = done[b] or hyps[b].done(scores[b * num_beams], step + 1, max_new_tokens, early_stopping)
+        if all(done) or beam_scores[:, 0].eq(_NEG_INF).all():
+            break
+        index = torch.tensor(rows, device=device)
+        seq = seq[index]
+        seq[:, t] = torch.tensor(tokens, device=device)
+        logits_of.reorder(index)
+        logits = logits_of(seq[:, : t + 1])
+    return hyps
+
+
+def _next_beams(top, vocab, num_beams, seq, new_tokens, hyps, done, last, eos_token_id):
+    """Sort one step's best candidates (topk over num_beams * vocab per prompt) into finished hypotheses
+    and the next beams; return the beams' scores, source rows and tokens as flat lists."""
+    scores, rows, tokens = [], [], []
+    for b, (cand_scores, cand_index) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+        kept = 0
+        for rank, (score, i) in enumerate(zip(cand_scores, cand_index)):
+            if score == _NEG_INF or kept == num_beams:
+                break
+            row, token = b * num_beams + i // vocab, i % vocab
+            if token == eos_token_id or last:
+                if rank < num_beams and not done[b]:
+                    hyps[b].add(score, new_tokens, torch.cat([seq[row], seq.new_tensor([token])]))
+                continue
+            scores.append(score), rows.append(row), tokens.append(token)
+            kept += 1
+        for _ in range(kept, num_beams):  # fewer live candidates than beams (tiny vocabularies): dead beams
+            scores.append(_NEG_INF), rows.append(b * num_beams), tokens.append(0)
+    return scores, rows, tokens
+
+
+def _beam_output(hyps, input_ids, num_return_sequences, eos_token_id):
+    sequences, scores = [], []
+    for b, h in enumerate(hyps):
+        if len(h.items) < num_return_sequences:
+            raise ValueError(f"num_return_sequences={num_return_sequences} exceeds the {len(h.items)} distinct "
+                             f"continuations of prompt {b}")
+        for score, seq in h.items[:num_return_sequences]:
+            sequences.append(seq), scores.append(score)
+    width = max(len(s) for s in sequences)
+    out = input_ids.new_full((len(sequences), width), eos_token_id if eos_token_id is not None else 0)
+    for i, s in enumerate(sequences):  # only sequences that ended with eos are shorter
+        out[i, : len(s)] = s
+    return BeamSearchOutput(out, torch.tensor(scores))
+
+
+# ---------------------------------------------------------------------------------------------------
+# text in, text out
+
+
+_STRATEGIES = ("greedy", "sample", "beam")
+
+
+def _device(model):
+    params = getattr(model, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _encode(tokenizer, prompt, device):
+    """A prompt (str) or a list of prompts of the same length in tokens -> input_ids (batch, seq)."""
+    prompts = prompt if isinstance(prompt, (list, tuple)) else [prompt]
+    if not prompts or not all(isinstance(p, str) and p for p in prompts):
+        raise ValueError(f"prompt must be a non-empty string or a list of them, got {prompt!r}")
+    ids = [tokenizer.encode(p) for p in prompts]
+    if not all(ids):
+        raise ValueError(f"prompt must encode to at least one token, got none for {prompts[ids.index([])]!r}")
+    if len({len(i) for i in ids}) > 1:
+        raise ValueError(f"prompt must be a list of prompts of the same length in tokens, as there is no padding; "
+                         f"got lengths {[len(i) for i in ids]}, so generate them one at a time")
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
+def _decode_new(tokenizer, ids, eos_token_id):
+    """Text of the generated ids (a list), cut before the first eos."""
+    if eos_token_id is not None and eos_token_id in ids:
+        ids = ids[: ids.index(eos_token_id)]
+    return tokenizer.decode(ids)
+
+
+def generate(model, tokenizer, prompt, strategy="greedy", max_new_tokens=100, **options):
+    """Continue the text `prompt` and return the continuation (without the prompt) as a str.
+
+    `strategy` is "greedy", "sample" or "beam"; `options` go to `greedy`, `sample` or `beam_search`
+    (e.g. temperature=0.8, top_k=50, seed=0; num_beams=4, the best beam is returned). The text stops
+    before `eos_token_id`. A list of prompts with the same number of tokens gives a list of str.
+    """
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
+    input_ids = _encode(tokenizer, prompt, _device(model))
+    if strategy == "beam":
+        options.setdefault("num_beams", 4)
+        out = beam_search(model, input_ids, max_new_tokens=max_new_tokens, **options).sequences
+        out = out[:: options.get("num_return_sequences", 1)]  # the best hypothesis of each prompt
+    else:
+        out = (greedy if strategy == "greedy" else sample)(model, input_ids, max_new_tokens, **options)
+    texts = [_decode_new(tokenizer, row, options.get("eos_token_id")) for row in out[:, input_ids.shape[1] :].tolist()]
+    return texts if isinstance(prompt, (list, tuple)) else texts[0]
+
+
+def stream(model, tokenizer, prompt, strategy="greedy", max_new_tokens=100, eos_token_id=None,
+           use_cache=True, **options) -> Iterator[str]:
+    """Yield the continuation of `prompt` piece by piece as it is generated ("greedy" or "sample").
+
+    `options` are `sample`'s (temperature, top_k, ..., seed). `"".join(stream(...))` equals `generate(...)`
+    with the same arguments. Text that is not complete yet (part of a multi-byte character) is held back.
+
+        for piece in stream(model, tok, "ROMEO:", "sample", seed=0):
+            print(piece, end="", flush=True)
+    """
+    if strategy not in ("greedy", "sample"):
+        raise ValueError(f"strategy must be 'greedy' or 'sample' for streaming (beams change until the end), "
+                         f"got {strategy!r}")
+    if strategy == "greedy" and options:
+        raise ValueError(f"options must be empty for greedy streaming, got {sorted(options)}")
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be one string for streaming, got {type(prompt).__name__}")
+    input_ids = _encode(tokenizer, prompt, _device(model))
+    check_nonnegative_int(max_new_tokens, "max_new_tokens")
+    _check_eos(eos_token_id)
+    pick = _argmax if strategy == "greedy" else _sampler(1, input_ids.device, **options)
+    seq = input_ids.new_empty(1, input_ids.shape[1] + max_new_tokens)
+    seq[:, : input_ids.shape[1]] = input_ids
+    steps = _steps(model, seq, input_ids.shape[1], pick, eos_token_id, use_cache)
+    return _stream_text(tokenizer, steps, eos_token_id)
+
+
+def _stream_text(tokenizer, steps, eos_token_id):
+    new, text = [], ""
+    for tokens in steps:
+        if tokens[0].item() == eos_token_id:
+            break
+        new.append(tokens[0].item())
+        full = tokenizer.decode(new)
+        if not full.endswith("\ufffd") and len(full) > len(text):
+            yield full[len(text) :]
+            text = full
+    full = tokenizer.decode(new)
+    if len(full) > len(text):
+        yield full[len(text) :]
