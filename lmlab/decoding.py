@@ -685,7 +685,8 @@ def stream(model, tokenizer, prompt, strategy="greedy", max_new_tokens=100, eos_
     with the same arguments. Text that is not complete yet (part of a multi-byte character) is held back.
 
         for piece in stream(model, tok, "ROMEO:", "sample", seed=0):
-            print(piece, end="", flush=True)
+            print(piece, end="")  # in a notebook, no flush=True: Jupyter flushes often enough, and each
+                                  # flush would be stored as an output of its own
     """
     if strategy not in ("greedy", "sample"):
         raise ValueError(f"strategy must be 'greedy' or 'sample' for streaming (beams change until the end), "
