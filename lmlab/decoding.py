@@ -537,7 +537,8 @@ def beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty=1.0,
     `num_beams` candidates are finished too. A hypothesis scores `sum log p / new_tokens ** length_penalty`
     (new_tokens counts its eos): `length_penalty > 0` favours long sequences, `< 0` short ones.
     `early_stopping`: True stops a prompt as soon as it has `num_beams` hypotheses; False once no running
-    beam can beat them at its current length; "never" at the best length it could still reach.
+    beam can beat them at its current length; "never" at the best length it could still reach. (The
+    default, True, is the cheaper rule; transformers' `generate` defaults to False.)
     """
     input_ids = _check_prompt(input_ids)
     _check_beam_args(num_beams, max_new_tokens, length_penalty, eos_token_id, early_stopping, num_return_sequences)
