@@ -193,8 +193,7 @@ def _short(value, limit: int = 60) -> str:
     if isinstance(value, torch.Tensor):
         if value.numel() > 8:
             return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype})"
-        return " ".join(repr(value).split())  # on one line
-    text = repr(value)
+    text = " ".join(repr(value).split())  # on one line, whatever the repr (an nn.Module spans many)
     return text if len(text) <= limit else text[:limit - 4] + " ..."
 
 
