@@ -63,3 +63,30 @@ def test_plot_attention_shows_a_seq_by_seq_image():
 def test_grid_returns_exactly_n_axes():
     fig, axes = viz.grid(5, ncols=3)
     assert len(axes) == 5
+
+def test_plot_attention_heads_draws_one_map_per_layer_and_head_labelled_on_the_edges():
+    w = torch.rand(2, 3, 4, 4).softmax(-1)
+    fig, axes = viz.plot_attention_heads(w, list("ab c"))
+    assert axes.shape == (2, 3)
+    assert (axes[1, 2].images[0].get_array() == w[1, 2].numpy()).all()
+    assert [t.get_text() for t in axes[1, 0].get_xticklabels()] == ["a", "b", "␣", "c"]
+    assert axes[0, 1].get_xticklabels() == [] and axes[0, 1].get_yticklabels() == []
+
+def test_plot_attention_heads_rejects_bad_shapes_in_one_sentence():
+    with pytest.raises(ValueError, match="weights must have shape"):
+        viz.plot_attention_heads(torch.rand(3, 4, 4), None)
+    with pytest.raises(ValueError, match="tokens must have one entry per position"):
+        viz.plot_attention_heads(torch.rand(1, 1, 4, 4), list("abc"))
+
+
+def test_plot_masking_colours_each_kind_of_selected_token():
+    original = list("abcd")
+    shown = ["[MASK]", "x", "c", "d"]
+    ax = viz.plot_masking(original, shown, [True, True, True, False])
+    faces = {matplotlib.colors.to_hex(p.get_facecolor()) for p in ax.patches}
+    assert {viz.MASKING_COLORS[k] for k in ("[MASK]", "random", "kept", "not selected")} <= faces
+
+
+def test_plot_masking_rejects_mismatched_lengths_in_one_sentence():
+    with pytest.raises(ValueError, match="one entry per token"):
+        viz.plot_masking(list("ab"), list("ab"), [True])
