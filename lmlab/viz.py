@@ -427,3 +427,57 @@ def plot_beam_tree(steps, root: str = "", ax=None, title=None, highlight="best")
     if title:
         ax.set_title(title, fontsize=10)
     return ax
+
+
+# --- training curves (lesson 06) ----------------------------------------------------------------
+
+
+def _history_dict(history) -> dict:
+    """A training history as a dict: a `lmlab.training.History` (anything with `to_dict()`) or a dict."""
+    if hasattr(history, "to_dict"):
+        history = history.to_dict()
+    if not isinstance(history, dict):
+        raise ValueError(f"history must be a training History or its dict, got {type(history).__name__}")
+    for xs, ys in (("step", "train_loss"), ("step", "lr"), ("val_step", "val_loss")):
+        if len(history.get(xs) or []) != len(history.get(ys) or []):
+            raise ValueError(f"history must have one {xs} per {ys}, got {len(history.get(xs) or [])} "
+                             f"and {len(history.get(ys) or [])}")
+    return history
+
+
+def _check_logged(h: dict) -> None:
+    if not h.get("lr"):
+        raise ValueError("history must hold at least one logged step (history.step, .train_loss, .lr), got none")
+
+
+def plot_lr(history, ax=None, title="learning rate"):
+    """Learning rate against step, from a training History (or its dict): the warmup, then the decay."""
+    h = _history_dict(history)
+    _check_logged(h)
+    ax = _axes(ax, figsize=(5, 3.5))
+    ax.plot(h["step"], h["lr"], color="tab:green")
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    ax.set_ylim(0, max(h["lr"]) * 1.08)
+    ax.set_title(title)
+    return ax
+
+
+def plot_training(history, axes=None, title=None):
+    """Two panels from a training History (or its dict): train and validation loss, and the learning rate.
+
+    axes: two matplotlib Axes to draw on (a new (10, 3.5) figure when None). Returns the two Axes.
+    """
+    h = _history_dict(history)
+    _check_logged(h)
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), gridspec_kw={"width_ratios": [3, 2]})
+        if title:
+            fig.suptitle(title)
+    elif len(axes) != 2:
+        raise ValueError(f"axes must be two matplotlib Axes (loss, learning rate), got {len(axes)}")
+    plot_losses(h, ax=axes[0], title="loss")
+    plot_lr(h, ax=axes[1])
+    axes[0].figure.tight_layout()
+    return axes
