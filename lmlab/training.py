@@ -429,6 +429,9 @@ def train(model, train_data, val_data=None, config: TrainConfig | None = None, *
         run's settings then come from the checkpoint, and keywords given here override them (`steps=`).
     callback: called as `callback(history)` at each log; returning True stops the run (like Ctrl-C).
     metadata: a JSON-able dict stored in the checkpoints (the command line uses it for its arguments).
+
+    Training seeds torch's global generator (dropout draws from it), so random numbers drawn after a
+    call depend on `seed`, not on what was drawn before it.
     """
     names = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(settings) - names)
