@@ -187,6 +187,18 @@ def run_all_cells(page, tries=20):
     raise AssertionError(f"Run All Cells did not start the notebook in {tries} tries")
 
 
+@contextlib.contextmanager
+def screenshot_on_failure(page, screenshot: Path, server_log: Path):
+    """On any failure inside the block, save a screenshot and say where it and the server's log are."""
+    try:
+        yield
+    except Exception:
+        with contextlib.suppress(Exception):
+            page.screenshot(path=str(screenshot), full_page=True)
+        print(f"screenshot of the failure: {screenshot}; server log: {server_log}")
+        raise
+
+
 def run_in_jupyterlab(notebook: Path, tmp_path: Path):
     """Open a copy of `notebook` without outputs in JupyterLab, run all cells, move the temperature slider."""
     root = tmp_path / "notebooks"
@@ -198,18 +210,13 @@ def run_in_jupyterlab(notebook: Path, tmp_path: Path):
                f"--ServerApp.root_dir={root}"]
     screenshot = tmp_path / "jupyterlab.png"
     with server(command, jupyter_env(tmp_path), port, tmp_path / "jupyterlab.log"), chromium_page() as page:
-        try:
+        with screenshot_on_failure(page, screenshot, tmp_path / "jupyterlab.log"):
             page.goto(f"http://127.0.0.1:{port}/lab/tree/{notebook.name}?token={token}", timeout=60_000)
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
             run_all_cells(page)
             page.locator("img.lmlab-plot").first.wait_for(state="visible", timeout=90_000)
             page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=90_000)
             latencies = move_temperature_with_keyboard(page, screenshot)
-        except Exception:
-            with contextlib.suppress(Exception):
-                page.screenshot(path=str(screenshot), full_page=True)
-            print(f"screenshot of the failure: {screenshot}; server log: {tmp_path / 'jupyterlab.log'}")
-            raise
     return latencies, screenshot
 
 
@@ -220,15 +227,10 @@ def run_in_voila(notebook: Path, tmp_path: Path):
                "--Voila.port_retries=0", f"--token={token}"]
     screenshot = tmp_path / "voila.png"
     with server(command, jupyter_env(tmp_path), port, tmp_path / "voila.log"), chromium_page() as page:
-        try:
+        with screenshot_on_failure(page, screenshot, tmp_path / "voila.log"):
             page.goto(f"http://127.0.0.1:{port}/?token={token}", timeout=90_000)
             page.locator("img.lmlab-plot").first.wait_for(state="visible", timeout=90_000)
             latencies = move_temperature_with_keyboard(page, screenshot)
-        except Exception:
-            with contextlib.suppress(Exception):
-                page.screenshot(path=str(screenshot), full_page=True)
-            print(f"screenshot of the failure: {screenshot}; server log: {tmp_path / 'voila.log'}")
-            raise
     return latencies, screenshot
 
 
