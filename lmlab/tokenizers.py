@@ -263,7 +263,12 @@ class BPETokenizer(_LibraryTokenizer):
 
 
 class WordPieceTokenizer(_LibraryTokenizer):
-    """WordPiece (as BERT, cased): words split at whitespace and punctuation, then into `##` pieces."""
+    """WordPiece (as BERT, cased): words split at whitespace and punctuation, then into `##` pieces.
+
+    Training is not reproducible to the id: the library numbers the single-character `##x` pieces, and
+    breaks ties between equally frequent pieces, in hash-map order, which changes from run to run. Save
+    a trained WordPiece tokenizer with whatever is trained on its ids, and load it from there.
+    """
 
     type = "wordpiece"
 
