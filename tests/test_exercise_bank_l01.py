@@ -60,3 +60,65 @@ def test_bigram_prob_fails_when_k_is_added_once_to_the_total():
         return (starts.count(nxt) + k) / (len(starts) + k)
 
     assert not check("01.bigram_prob", add_k_once)
+
+
+def stub(*args):
+    raise NotImplementedError("your code here")
+
+
+def test_lesson_01_has_its_exercises():
+    from lmlab.exercises import names
+
+    assert names("01.") == ["01.bigram_prob", "01.perplexity", "01.sequence_logprob"]
+
+
+def test_every_stub_fails_cleanly_with_the_nudge_only():
+    for name in ("01.sequence_logprob", "01.bigram_prob", "01.perplexity"):
+        message = repr(check(name, stub))
+        assert "case 1 of" in message and "NotImplementedError: your code here" in message, name
+        assert "hint 1 of 3" in message and "return" not in message.split("Hint")[1], name
+
+
+def test_perplexity_passes_written_another_way():
+    def perplexity(logprobs, mask):
+        nll = -(logprobs * mask).sum() / mask.sum()
+        return float(torch.exp(nll))
+
+    assert check("01.perplexity", perplexity)
+
+
+def test_perplexity_fails_when_the_padding_counts():
+    result = check("01.perplexity", lambda lp, mask: float((-lp.mean()).exp()))
+    assert not result and "case 3 of 4" in repr(result) and "padding" in repr(result)
+
+
+def test_perplexity_fails_as_a_mean_of_the_rows_perplexities():
+    def per_row(logprobs, mask):
+        rows = [(-lp[m].mean()).exp() for lp, m in zip(logprobs, mask)]
+        return float(sum(rows) / len(rows))
+
+    result = check("01.perplexity", per_row)
+    assert not result and "case 2 of 4" in repr(result)
+
+
+def test_perplexity_fails_as_a_mean_of_row_means():
+    def row_means(logprobs, mask):
+        means = [-lp[m].mean() for lp, m in zip(logprobs, mask)]
+        return float(torch.stack(means).mean().exp())
+
+    result = check("01.perplexity", row_means)
+    assert not result and "case 3 of 4" in repr(result)
+
+
+def test_perplexity_fails_through_the_product_of_probabilities():
+    def geometric_mean(logprobs, mask):  # 1 / (product of p) ** (1 / N): the product underflows to 0
+        p = logprobs[mask].double().exp()
+        return float(1 / p.prod() ** (1 / p.numel()))
+
+    result = check("01.perplexity", geometric_mean)
+    assert not result and "case 4 of 4" in repr(result)
+
+
+def test_perplexity_fails_without_the_exp():
+    result = check("01.perplexity", lambda lp, mask: float(-lp[mask].mean()))
+    assert not result and "case 1 of 4" in repr(result)
