@@ -220,23 +220,6 @@ def test_a_lessons_module_is_imported_on_first_check(registry, tmp_path, monkeyp
             sys.modules.pop(module, None)
 
 
-def test_lesson_02_exercises():
-    assert exercises.names("02.") == ["02.char_encode", "02.compression_ratio"]
-
-    def encode(text, vocab):
-        return [vocab.index(ch) for ch in text]
-
-    assert check("02.char_encode", encode)
-    assert not check("02.char_encode", lambda text, vocab: [vocab.index(ch) + 1 for ch in text])
-
-    def ratio(tokenizer, text):
-        return len(text) / len(tokenizer.encode(text))
-
-    assert check("02.compression_ratio", ratio)
-    wrong = check("02.compression_ratio", lambda tokenizer, text: len(text) // len(tokenizer.encode(text)))
-    assert not wrong and "BPETokenizer" in repr(wrong)
-
-
 def test_hints_come_in_levels_a_repeat_failure_or_hint_shows_the_next(registry):
     @function_exercise("99.tiered", cases=[1, 2], hints=("nudge", "closer look", "recipe: return 2 * x"))
     def _twice(x):
