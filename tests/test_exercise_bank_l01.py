@@ -1,9 +1,17 @@
 """Lesson 01's exercises pass with their solutions and fail with the mistakes learners make."""
 
+import pytest
 import torch
 
-from lmlab.exercises import check
+from lmlab import exercises
+from lmlab.exercises import check, names
 from lmlab.probability import sequence_logprob
+
+
+@pytest.fixture(autouse=True)
+def first_hint_level():
+    """Each test starts as a learner who has seen no hint yet (the hint level is remembered per exercise)."""
+    exercises._SHOWN.clear()
 
 
 def test_sequence_logprob_passes_with_the_reference_and_the_package_function():
@@ -67,8 +75,6 @@ def stub(*args):
 
 
 def test_lesson_01_has_its_exercises():
-    from lmlab.exercises import names
-
     assert names("01.") == ["01.bigram_prob", "01.perplexity", "01.sequence_logprob"]
 
 
