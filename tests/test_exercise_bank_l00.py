@@ -69,6 +69,11 @@ def test_most_likely_after_window_is_the_models_argmax():
     assert not check("00.most_likely_after_window", top2[0])  # the id, not the character
 
 
+def test_most_likely_after_window_stub_fails_with_the_nudge_only():
+    message = repr(check("00.most_likely_after_window", None))
+    assert "got NoneType" in message and "hint 1 of 3" in message and "argmax" not in message
+
+
 def by_hand(model, ids, positions=True, final_norm=True, blocks=None):
     x = model.tok_emb(ids)
     if positions == "ids":
