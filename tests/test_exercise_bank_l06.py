@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from lmlab import exercises
 from lmlab.exercises import check
+from lmlab.training import lr_at
 
 
 @pytest.fixture(autouse=True)
@@ -143,7 +144,6 @@ def test_optimisation_step_that_forgets_to_return_or_is_not_written_is_a_normal_
 
 # --- 06.training_loop, against lmlab.training.train ------------------------------------------------------
 
-from lmlab.training import lr_at  # noqa: E402  (used by the tests below only)
 
 
 def training_loop(model, optimizer, batch_of_step, steps, lr, min_lr, warmup_steps, grad_clip, *, mode="train",

@@ -1,7 +1,9 @@
 """Lesson 08's exercises pass with their solutions and fail with the mistakes learners make."""
 
+import torch
 import torch.nn.functional as F
 
+from lmlab.decoding import apply_temperature, top_k_filter, top_p_filter
 from lmlab.exercises import check
 
 
@@ -96,9 +98,6 @@ def test_the_unanswered_starter_fails_with_a_hint():
 
 # --- 08.sample_loop, against decoding.sample with one seed per row -------------------------------------------
 
-import torch  # noqa: E402
-
-from lmlab.decoding import apply_temperature, top_k_filter, top_p_filter  # noqa: E402
 
 
 def sample_loop(model, ids, max_new_tokens, temperature, top_k, top_p, seeds, *, crop=True, order="tkp",
@@ -192,3 +191,16 @@ def test_min_p_rows_passes_row_by_row_and_fails_with_one_threshold_for_the_batch
     result = check("08.min_p_rows", one_threshold)
     assert not result and "case 2 of 5" in repr(result)
     assert not check("08.min_p_rows", relative_to_the_logit)
+
+
+def test_every_stub_fails_cleanly_with_a_nudge_that_gives_no_code():
+    from lmlab import exercises
+
+    def stub(*args):
+        raise NotImplementedError("your code here")
+
+    for name in ("08.temperature_probs", "08.top_p_rows", "08.sample_loop", "08.min_p_rows"):
+        exercises._SHOWN.pop(name, None)
+        message = repr(check(name, stub))
+        assert "NotImplementedError" in message and "hint 1 of 3" in message, name
+        assert "return " not in message and "masked_fill" not in message, name
