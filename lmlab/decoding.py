@@ -515,6 +515,41 @@ class _Hypotheses:
         return self.items[-1][0] >= best_running / longest**self.length_penalty
 
 
+def _beam_step(scores, log_probs, k):
+    batch, num_beams = scores.shape
+    vocab = log_probs.shape[-1]
+    candidates = (scores.reshape(-1, 1) + log_probs).view(batch, num_beams * vocab)  # every beam x every token
+    top = candidates.topk(k, dim=-1)  # per prompt: its own beams compete, never another prompt's
+    beam, tokens = top.indices // vocab, top.indices % vocab
+    parent_rows = beam + num_beams * torch.arange(batch, device=scores.device)[:, None]
+    return top.values, parent_rows, tokens
+
+
+def beam_step(scores, log_probs, k):
+    """One step of beam search: the `k` best one-token extensions of each prompt's beams.
+
+    scores (batch, num_beams): the total log-probability of each beam (-inf: a beam that is not alive);
+    log_probs (batch * num_beams, vocab): each beam's next-token log-probabilities, prompt after prompt.
+    Returns (scores, parent_rows, tokens), each (batch, k), best first: candidate j of prompt b extends row
+    parent_rows[b, j] of `log_probs` (a row of the whole batch) by token tokens[b, j], and scores
+    scores[b, j]. `beam_search` takes k = 2 * num_beams, so that beams ending in eos leave enough to go on.
+    """
+    for value, name, dim in ((scores, "scores", "(batch, num_beams)"), (log_probs, "log_probs", "(batch * num_beams, vocab)")):
+        if not isinstance(value, torch.Tensor) or value.dim() != 2 or not value.is_floating_point() or 0 in value.shape:
+            got = (f"shape {tuple(value.shape)} and dtype {value.dtype}" if isinstance(value, torch.Tensor)
+                   else type(value).__name__)
+            raise ValueError(f"{name} must be a non-empty float tensor of shape {dim}, got {got}")
+        if value.isnan().any():
+            raise ValueError(f"{name} must not hold NaN, got {int(value.isnan().sum())} NaN values")
+    if log_probs.shape[0] != scores.numel():
+        raise ValueError(f"log_probs must have one row per beam, batch * num_beams = {scores.numel()}, "
+                         f"got {log_probs.shape[0]}")
+    check_positive_int(k, "k")
+    if k > scores.shape[1] * log_probs.shape[1]:
+        raise ValueError(f"k must be at most num_beams * vocab = {scores.shape[1] * log_probs.shape[1]}, got {k}")
+    return _beam_step(scores, log_probs, k)
+
+
 def _check_beam_args(num_beams, max_new_tokens, length_penalty, eos_token_id, early_stopping, num_return_sequences):
     check_positive_int(num_beams, "num_beams")
     check_nonnegative_int(max_new_tokens, "max_new_tokens")
@@ -569,10 +604,8 @@ def _beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty, eo
     done = [False] * batch
     for step in range(max_new_tokens):
         t, last = prompt_len + step, step == max_new_tokens - 1
-        candidates = (beam_scores.view(-1, 1) + logits.float().log_softmax(-1)).view(batch, -1)
-        top = candidates.topk(min(2 * num_beams, candidates.shape[1]), dim=-1)
-        scores, rows, tokens = _next_beams(top, logits.shape[-1], num_beams, seq[:, :t], step + 1, hyps, done, last,
-                                           eos_token_id)
+        top = _beam_step(beam_scores, logits.float().log_softmax(-1), min(2 * num_beams, num_beams * logits.shape[-1]))
+        scores, rows, tokens = _next_beams(top, num_beams, seq[:, :t], step + 1, hyps, done, last, eos_token_id)
         if last:
             break
         beam_scores = torch.tensor(scores, device=device).view(batch, num_beams)
@@ -588,16 +621,15 @@ def _beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty, eo
     return hyps
 
 
-def _next_beams(top, vocab, num_beams, seq, new_tokens, hyps, done, last, eos_token_id):
-    """Sort one step's best candidates (topk over num_beams * vocab per prompt) into finished hypotheses
+def _next_beams(top, num_beams, seq, new_tokens, hyps, done, last, eos_token_id):
+    """Sort one step's best candidates (`_beam_step`'s scores, parent rows, tokens) into finished hypotheses
     and the next beams; return the beams' scores, source rows and tokens as flat lists."""
     scores, rows, tokens = [], [], []
-    for b, (cand_scores, cand_index) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+    for b, (cand_scores, cand_rows, cand_tokens) in enumerate(zip(*(t.tolist() for t in top))):
         kept = 0
-        for rank, (score, i) in enumerate(zip(cand_scores, cand_index)):
+        for rank, (score, row, token) in enumerate(zip(cand_scores, cand_rows, cand_tokens)):
             if score == _NEG_INF or kept == num_beams:
                 break
-            row, token = b * num_beams + i // vocab, i % vocab
             if token == eos_token_id or last:
                 if rank < num_beams and not done[b]:
                     hyps[b].add(score, new_tokens, torch.cat([seq[row], seq.new_tensor([token])]))

@@ -80,8 +80,9 @@ def mask_tokens(
     """BERT's masking: choose the positions a masked LM must predict and corrupt them.
 
     Each ordinary position is selected on its own with probability `select_rate` (a coin flip per
-    position, as in BERT and Hugging Face's DataCollatorForLanguageModeling, so the share selected is
-    15 % on average, not exactly). Special tokens, padding and [MASK] itself are never selected. A
+    position, as Hugging Face's DataCollatorForLanguageModeling does, so the share selected is 15 % on
+    average, not exactly; BERT's original code picks exactly max(1, round(15 % of the length)) positions
+    per sequence). Special tokens, padding and [MASK] itself are never selected. A
     selected position becomes [MASK] with probability `mask_rate`, a random token with probability
     `random_rate`, and keeps its token otherwise (80/10/10 by default). Random tokens are drawn
     uniformly from the ordinary vocabulary (never a special, padding or [MASK] id); as in BERT, the draw

@@ -1,7 +1,9 @@
 """Lesson 08's exercises pass with their solutions and fail with the mistakes learners make."""
 
+import torch
 import torch.nn.functional as F
 
+from lmlab.decoding import apply_temperature, top_k_filter, top_p_filter
 from lmlab.exercises import check
 
 
@@ -91,4 +93,114 @@ def test_the_unanswered_starter_fails_with_a_hint():
         raise NotImplementedError("your code here")
 
     result = check("08.temperature_probs", temperature_probs)
-    assert not result and "NotImplementedError" in repr(result) and "Hint:" in repr(result)
+    assert not result and "NotImplementedError" in repr(result) and "Hint" in repr(result)
+
+
+# --- 08.sample_loop, against decoding.sample with one seed per row -------------------------------------------
+
+
+
+def sample_loop(model, ids, max_new_tokens, temperature, top_k, top_p, seeds, *, crop=True, order="tkp",
+                shared_generator=False, draw="race"):
+    """The reference loop, with switches for the mistakes the tests make on purpose."""
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    if shared_generator:
+        gens = [gens[0]] * len(seeds)
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            context = ids[:, -model.config.block_size :] if crop else ids
+            logits = model(context)[:, -1]
+            steps = {"t": lambda x: apply_temperature(x, temperature),
+                     "k": lambda x: top_k_filter(x, top_k) if top_k else x,
+                     "p": lambda x: top_p_filter(x, top_p) if top_p else x}
+            for name in order:
+                logits = steps[name](logits)
+            if temperature == 0:
+                nxt = logits.argmax(-1)
+            elif draw == "race":
+                probs = logits.softmax(-1)
+                nxt = torch.stack([(probs[i] / torch.empty_like(probs[i]).exponential_(generator=g)).argmax()
+                                   for i, g in enumerate(gens)])
+            else:  # "global": torch's global generator
+                nxt = torch.multinomial(logits.softmax(-1), 1).squeeze(1)
+            ids = torch.cat([ids, nxt[:, None]], dim=1)
+    return ids
+
+
+def test_sample_loop_passes_with_the_exponential_race_and_with_multinomial():
+    assert check("08.sample_loop", sample_loop)
+
+    def with_multinomial(model, ids, max_new_tokens, temperature, top_k, top_p, seeds):
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                logits = decoding_filters(model(ids[:, -model.config.block_size :])[:, -1], temperature, top_k, top_p)
+                if temperature == 0:
+                    nxt = logits.argmax(-1, keepdim=True)
+                else:
+                    probs = logits.softmax(-1)
+                    nxt = torch.stack([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(gens)])
+                ids = torch.cat([ids, nxt], dim=1)
+        return ids
+
+    assert check("08.sample_loop", with_multinomial)
+
+
+def decoding_filters(logits, temperature, top_k, top_p):
+    from lmlab.decoding import filter_logits
+
+    return filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
+
+
+def test_sample_loop_fails_for_the_usual_mistakes():
+    import functools
+
+    wrong = {
+        "no cropping": (functools.partial(sample_loop, crop=False), "context"),
+        "top-p before temperature": (functools.partial(sample_loop, order="pkt"), "case 2 of 5"),
+        "one generator for the batch": (functools.partial(sample_loop, shared_generator=True), ""),
+        "torch's global generator": (functools.partial(sample_loop, draw="global"), ""),
+    }
+    for name, (fn, words) in wrong.items():
+        result = check("08.sample_loop", fn)
+        assert not result and words in repr(result), name
+
+    def stub(model, ids, max_new_tokens, temperature, top_k, top_p, seeds):
+        raise NotImplementedError("your code here")
+
+    result = check("08.sample_loop", stub)
+    assert not result and "NotImplementedError" in repr(result) and "Hint" in repr(result)
+
+
+# --- 08.min_p_rows ---------------------------------------------------------------------------------------------
+
+
+def test_min_p_rows_passes_row_by_row_and_fails_with_one_threshold_for_the_batch():
+    def min_p_rows(logits, p):
+        probs = logits.softmax(-1)
+        return logits.masked_fill(probs < p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
+
+    def one_threshold(logits, p):
+        probs = logits.softmax(-1)
+        return logits.masked_fill(probs < p * probs.max(), float("-inf"))
+
+    def relative_to_the_logit(logits, p):  # p times the best LOGIT: not a probability rule
+        return logits.masked_fill(logits < p * logits.max(dim=-1, keepdim=True).values, float("-inf"))
+
+    assert check("08.min_p_rows", min_p_rows)
+    result = check("08.min_p_rows", one_threshold)
+    assert not result and "case 2 of 5" in repr(result)
+    assert not check("08.min_p_rows", relative_to_the_logit)
+
+
+def test_every_stub_fails_cleanly_with_a_nudge_that_gives_no_code():
+    from lmlab import exercises
+
+    def stub(*args):
+        raise NotImplementedError("your code here")
+
+    for name in ("08.temperature_probs", "08.top_p_rows", "08.sample_loop", "08.min_p_rows"):
+        exercises._SHOWN.pop(name, None)
+        message = repr(check(name, stub))
+        assert "NotImplementedError" in message and "hint 1 of 3" in message, name
+        assert "return " not in message and "masked_fill" not in message, name

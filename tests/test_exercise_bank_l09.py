@@ -57,3 +57,58 @@ def test_continuation_logprob_fails_for_the_usual_mistakes():
     }
     for name, fn in wrong.items():
         assert not check("09.continuation_logprob", fn), name
+
+
+def test_stubs_fail_cleanly_with_a_nudge_that_gives_no_code():
+    from lmlab import exercises
+
+    def stub(*args):
+        raise NotImplementedError("your code here")
+
+    for name in ("09.distinct_n", "09.continuation_logprob", "09.trade_off_front"):
+        exercises._SHOWN.pop(name, None)
+        message = repr(check(name, stub))
+        assert "NotImplementedError" in message and "hint 1 of 3" in message, name
+        assert "return " not in message, name
+
+
+# --- 09.trade_off_front ----------------------------------------------------------------------------------------
+
+
+def trade_off_front(points):
+    def dominates(b, a):
+        return b[0] >= a[0] and b[1] >= a[1] and b != a
+    return {name for name, point in points.items() if not any(dominates(other, point) for other in points.values())}
+
+
+def test_trade_off_front_passes_with_the_reference_and_a_sort_based_version():
+    assert check("09.trade_off_front", trade_off_front)
+
+    def by_sorting(points):  # best log P first; a point is on the front when it beats every diversity seen so far
+        front, best = set(), None
+        for name, (logp, div) in sorted(points.items(), key=lambda kv: (-kv[1][0], -kv[1][1])):
+            if best is None or div > best[1] or (logp, div) == best:
+                front.add(name)
+                best = (logp, div) if best is None or div > best[1] else best
+        return front
+
+    assert check("09.trade_off_front", by_sorting)
+
+
+def test_trade_off_front_fails_for_the_usual_mistakes():
+    def strict_only(points):  # a tie on one axis is not seen as a loss
+        return {n for n, p in points.items() if not any(o[0] > p[0] and o[1] > p[1] for o in points.values())}
+
+    def identical_points_dominate(points):
+        return {n for n, p in points.items()
+                if not any(o[0] >= p[0] and o[1] >= p[1] for m, o in points.items() if m != n)}
+
+    def best_of_each_axis(points):
+        return {max(points, key=lambda n: points[n][0]), max(points, key=lambda n: points[n][1])}
+
+    def as_a_list(points):
+        return sorted(trade_off_front(points))
+
+    for wrong in (strict_only, identical_points_dominate, best_of_each_axis):
+        assert not check("09.trade_off_front", wrong), wrong.__name__
+    assert not check("09.trade_off_front", as_a_list)  # a list is not the set asked for
