@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -87,8 +88,8 @@ class TrainConfig:
             raise ValueError(f"min_lr must be in [0, lr={c.lr}], got {c.min_lr!r}")
         c.warmup_steps = min(100, c.steps // 10) if c.warmup_steps is None else c.warmup_steps
         check_nonnegative_int(c.warmup_steps, "warmup_steps")
-        if not (isinstance(c.weight_decay, (int, float)) and c.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a number >= 0, got {c.weight_decay!r}")
+        if not (isinstance(c.weight_decay, (int, float)) and 0 <= c.weight_decay < math.inf):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {c.weight_decay!r}")
         check_fraction(c.beta1, "beta1", high_open=True)
         check_fraction(c.beta2, "beta2", high_open=True)
         if not (isinstance(c.grad_clip, (int, float)) and c.grad_clip >= 0):
@@ -100,8 +101,12 @@ class TrainConfig:
         c.checkpoint_interval = c.eval_interval if c.checkpoint_interval is None else c.checkpoint_interval
         check_positive_int(c.checkpoint_interval, "checkpoint_interval")
         check_nonnegative_int(c.sample_tokens, "sample_tokens")
-        if isinstance(c.seed, bool) or not isinstance(c.seed, int):
-            raise ValueError(f"seed must be an integer, got {c.seed!r}")
+        if c.sample_prompt is not None and not isinstance(c.sample_prompt, str):
+            raise ValueError(f"sample_prompt must be a str or None, got {type(c.sample_prompt).__name__}")
+        if isinstance(c.seed, bool) or not isinstance(c.seed, int) or not 0 <= c.seed < 2**64:
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {c.seed!r}")
+        if not isinstance(c.compile, bool):
+            raise ValueError(f"compile must be True or False, got {c.compile!r}")
         pick_device(c.device)  # checks the name
         return c
 
@@ -127,8 +132,30 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
+        """The history saved in a checkpoint, checked: lists of numbers ([step, text] pairs for samples)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"history must be a dict, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        h = cls(**{k: v for k, v in d.items() if k in names})
+        for name in names - {"samples", "interrupted"}:
+            value = getattr(h, name)
+            if not (isinstance(value, list) and all(_is_number(x) for x in value)):
+                raise ValueError(f"history.{name} must be a list of finite numbers, got {str(value)[:60]}")
+        if not (isinstance(h.samples, list) and all(isinstance(s, list) and len(s) == 2 and isinstance(s[0], int)
+                                                    and isinstance(s[1], str) for s in h.samples)):
+            raise ValueError(f"history.samples must be a list of [step, text] pairs, got {str(h.samples)[:60]}")
+        if not isinstance(h.interrupted, bool):
+            raise ValueError(f"history.interrupted must be true or false, got {h.interrupted!r:.40}")
+        logs = {len(getattr(h, n)) for n in ("step", "train_loss", "lr", "tokens", "time", "tokens_per_s")}
+        evals = {len(getattr(h, n)) for n in ("val_step", "val_loss", "val_time")}
+        if len(logs) > 1 or len(evals) > 1:
+            raise ValueError("history must have one entry per log in each of step, train_loss, lr, tokens, time, "
+                             "tokens_per_s, and one per evaluation in each of val_step, val_loss, val_time")
+        return h
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 # ---------------------------------------------------------------------------------------- settings
@@ -168,6 +195,56 @@ def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, steps: int)
         return lr * (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+
+def memory_needed(n_params: int, *, n_layer: int, n_embd: int, vocab_size: int, block_size: int,
+                  batch_size: int) -> tuple[int, int]:
+    """Bytes a training step needs at the very least, as (model state, activations of one batch).
+
+    The model state is 16 bytes per parameter (float32 weights, gradients and AdamW's two moments).
+    For the backward pass every block keeps about 12 * n_embd numbers per token and the loss keeps
+    the logits and their softmax (2 * vocab_size), at least 2 bytes each (bfloat16). A lower bound:
+    what it refuses cannot run, and an absurd size is caught before any memory is asked for.
+    """
+    state = 16 * n_params
+    activations = 2 * batch_size * block_size * (12 * n_layer * n_embd + 2 * vocab_size)
+    return state, activations
+
+
+def memory_available(device: torch.device) -> int | None:
+    """Total memory of `device` in bytes: the GPU's, else the machine's RAM; None where it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def size_text(n_bytes: float) -> str:
+    """`123 GB`: a byte count for a message."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if n_bytes < 1000 or unit == "PB":
+            return f"{n_bytes:,.0f} {unit}"
+        n_bytes /= 1000
+
+
+def _check_memory(model, cfg: "TrainConfig") -> None:
+    """One sentence, before anything is allocated, when the model or the batch cannot fit in the device's memory."""
+    device = pick_device(cfg.device)
+    available = memory_available(device)
+    c = unwrap(model).config
+    n_params = sum(p.numel() for p in model.parameters())
+    state, activations = memory_needed(n_params, n_layer=c.n_layer, n_embd=c.n_embd, vocab_size=c.vocab_size,
+                                       block_size=cfg.block_size, batch_size=cfg.batch_size)
+    if available is None or state + activations <= available:
+        return
+    if state > available:
+        raise ValueError(f"model has {n_params:,} parameters, which need at least {size_text(state)} to train, more "
+                         f"than the {size_text(available)} of memory on {device}; build a smaller model")
+    raise ValueError(f"batch_size {cfg.batch_size} of {cfg.block_size}-token windows needs at least "
+                     f"{size_text(activations)} for one step, more than the {size_text(available - state)} left on "
+                     f"{device}; use a smaller batch_size")
 
 
 def _check_positive_float(value, name):
@@ -390,10 +467,12 @@ def _any_rank(flag: bool, dist_info: _Dist, device) -> bool:
 
 
 class _StopOnCtrlC:
-    """While active, Ctrl-C (SIGINT) only asks the loop to stop after the current step; a second one aborts."""
+    """While active, Ctrl-C (SIGINT) only asks the loop to stop after the current step; a second one aborts,
+    except during a save, which always finishes (the loop then stops right after it)."""
 
     def __init__(self):
         self.requested = False
+        self.saving = False
         self._previous = None
 
     def __enter__(self):
@@ -402,7 +481,9 @@ class _StopOnCtrlC:
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:  # asked twice: give up on a clean stop
+        if self.requested and self.saving:
+            print("\nfinishing the checkpoint save, then stopping", file=sys.stderr, flush=True)
+        elif self.requested:  # asked twice: give up on a clean stop
             raise KeyboardInterrupt
         self.requested = True
 
@@ -441,20 +522,22 @@ def train(model, train_data, val_data=None, config: TrainConfig | None = None, *
         raise ValueError(f"config must be a TrainConfig or None, got {type(config).__name__}")
     cfg = TrainConfig(**{**asdict(config or TrainConfig()), **settings})
 
-    start_step, history, partial, rng_state, optimizer_state = 0, History(), (0.0, 0), None, None
+    start_step, history, partial, rng_state, ckpt = 0, History(), (0.0, 0), None, None
     if resume:
         if resume is True and out_dir is None:
             raise ValueError("resume=True needs out_dir, the folder of the checkpoint to continue from")
         ckpt = checkpoints.load_checkpoint(out_dir if resume is True else resume)
         checkpoints.check_compatible(ckpt, model, tokenizer)
-        checkpoints.load_weights(model, ckpt)
-        cfg = TrainConfig(**{**ckpt.train_config, **settings}) if ckpt.train_config else cfg
-        start_step, history, rng_state, optimizer_state = ckpt.step, History.from_dict(ckpt.history or {}), ckpt.rng_state, ckpt.optimizer_state
-        partial = tuple(ckpt.extra.get("partial_loss", (0.0, 0)))
-        history.interrupted = False
+        start_step, history, partial, rng_state = _resume_state(ckpt)
+        stored = ckpt.train_config or {}
+        unknown = sorted(set(stored) - names)
+        if unknown:
+            raise ValueError(f"checkpoint {str(ckpt.path)!r} has train_config.{unknown[0]}, which is not a training setting")
+        cfg = TrainConfig(**{**stored, **settings}) if stored else cfg
         if metadata is None:
             metadata = ckpt.metadata
     cfg = cfg.resolved(model)
+    _check_memory(model, cfg)
 
     vocab = model.config.vocab_size
     train_data = as_token_tensor(train_data, "train_data", vocab)
@@ -467,8 +550,12 @@ def train(model, train_data, val_data=None, config: TrainConfig | None = None, *
         raise ValueError("sample_tokens > 0 needs a tokenizer to show the samples as text, got tokenizer=None")
     prompt_ids = _prompt_ids(cfg, tokenizer, val_data if val_data is not None else train_data)
 
+    if ckpt is not None:  # every tensor checked against the one it replaces; nothing is saved before this
+        checkpoints.load_weights(model, ckpt)
     dist_info = _setup_distributed(cfg.device)
     try:
+        if out_dir is not None and dist_info.main:
+            checkpoints.remove_leftovers(out_dir)  # of a save killed mid-write
         device = pick_device(cfg.device)
         if dist_info.world_size > 1 and device.type == "cuda":
             device = torch.device("cuda", dist_info.local_rank)
@@ -476,9 +563,9 @@ def train(model, train_data, val_data=None, config: TrainConfig | None = None, *
         model.to(device)
         model.train()
         optimizer = make_optimizer(model, cfg)
-        if optimizer_state is not None:
-            optimizer.load_state_dict(optimizer_state)
-        torch.manual_seed(cfg.seed + dist_info.rank)  # dropout's generator
+        if ckpt is not None and ckpt.optimizer_meta is not None:
+            checkpoints.load_optimizer_state(optimizer, ckpt)
+        torch.manual_seed((cfg.seed + dist_info.rank) % 2**64)  # dropout's generator
         if rng_state is not None and dist_info.world_size == 1:
             checkpoints.set_rng_state(rng_state)
         return _loop(model, optimizer, cfg, train_data.to(device), val_data, tokenizer, masking, prompt_ids,
@@ -488,6 +575,25 @@ def train(model, train_data, val_data=None, config: TrainConfig | None = None, *
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _resume_state(ckpt):
+    """(step, history, partial loss, generator state) of a checkpoint to resume, each checked."""
+    where = f"checkpoint {str(ckpt.path)!r}"
+    try:
+        history = History.from_dict(ckpt.history or {})
+    except ValueError as err:
+        raise ValueError(f"{where} has a damaged {err}") from None
+    history.interrupted = False
+    partial = ckpt.extra.get("partial_loss", [0.0, 0])
+    if not (isinstance(partial, list) and len(partial) == 2 and _is_number(partial[0]) and partial[0] >= 0
+            and isinstance(partial[1], int) and not isinstance(partial[1], bool) and partial[1] >= 0):
+        raise ValueError(f"{where} has extra.partial_loss {str(partial)[:60]}; expected [sum of losses >= 0, count >= 0]")
+    rng_state = ckpt.rng_state
+    if rng_state is None and ckpt.optimizer_meta is not None:  # train() always saves both
+        raise ValueError(f"{str(ckpt.path / ckpt.files['state'])!r} holds no generator state rng.torch, which a "
+                         "training checkpoint keeps so that a resumed run is exact")
+    return ckpt.step, history, tuple(partial), rng_state
 
 
 def _prompt_ids(cfg, tokenizer, text_ids):
@@ -516,6 +622,7 @@ def _loop(model, optimizer, cfg, train_data, val_data, tokenizer, masking, promp
     tokens_per_step = cfg.batch_size * cfg.block_size * dist_info.world_size
     generator = torch.Generator(device="cpu")
     base_seed = (cfg.seed * 1_000_003 + dist_info.rank) * 1_000_003  # per rank: distinct windows on each
+    check_each_step = _loss_read_every_step(device, dist_info)
     loss_sum = torch.tensor(partial[0], device=device)
     loss_count = partial[1]
     elapsed0 = history.time[-1] if history.time else 0.0
@@ -525,16 +632,33 @@ def _loop(model, optimizer, cfg, train_data, val_data, tokenizer, masking, promp
     def elapsed():
         return elapsed0 + time.perf_counter() - t_start
 
+    def check_finite(weights: bool):
+        """Stop with FloatingPointError before a diverged model is logged, evaluated or saved."""
+        loss_bad = not math.isfinite(float(loss_sum))
+        bad = None if loss_bad or not weights else checkpoints.first_nonfinite(raw.named_parameters())
+        if _any_rank(loss_bad or bad is not None, dist_info, device):
+            what = ("the training loss is not finite" if loss_bad else
+                    f"the weights hold nan or inf (in {bad})" if bad else "another process's loss or weights are not finite")
+            raise _diverged(step, what, cfg, out_dir if dist_info.main else None)
+
     def save():
+        check_finite(weights=True)
         if out_dir is None or not dist_info.main:
             return
-        checkpoints.save_checkpoint(
-            out_dir, raw, tokenizer=tokenizer, optimizer=optimizer, step=step, train_config=asdict(cfg),
-            history=history.to_dict(), rng_state=checkpoints.get_rng_state(),
-            extra={"partial_loss": [float(loss_sum), loss_count]}, metadata=metadata)
+        ctrl_c.saving = True  # a second Ctrl-C now would leave no checkpoint of this stop: finish the save first
+        try:
+            checkpoints.save_checkpoint(
+                out_dir, raw, tokenizer=tokenizer, optimizer=optimizer, step=step, train_config=asdict(cfg),
+                history=history.to_dict(), rng_state=checkpoints.get_rng_state(),
+                extra={"partial_loss": [float(loss_sum), loss_count]}, metadata=metadata)
+        finally:
+            ctrl_c.saving = False
 
     def run_eval():
-        if val_data is None or not dist_info.main:
+        if val_data is None:
+            return
+        check_finite(weights=True)
+        if not dist_info.main:
             return
         loss = evaluate(raw, val_data, tokenizer=tokenizer, objective=cfg.objective, block_size=cfg.block_size,
                         batch_size=cfg.batch_size, max_batches=cfg.eval_batches, seed=cfg.seed)
@@ -558,10 +682,12 @@ def _loop(model, optimizer, cfg, train_data, val_data, tokenizer, masking, promp
                 lr = lr_at(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, steps=cfg.steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                generator.manual_seed(base_seed + step)  # the data position is the step itself
+                generator.manual_seed((base_seed + step) % 2**64)  # the data position is the step itself
                 windows = get_batch(train_data, cfg.batch_size, window, generator)
                 with autocast:
                     loss = batch_loss(model, windows, cfg.objective, masking, generator)
+                if check_each_step and not math.isfinite(value := loss.item()):  # before it reaches the weights
+                    raise _diverged(step + 1, f"the training loss is {value}", cfg, out_dir)
                 loss.backward()
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip, foreach=True)
@@ -573,6 +699,7 @@ def _loop(model, optimizer, cfg, train_data, val_data, tokenizer, masking, promp
                 bar.update(1)
 
                 if step % cfg.log_interval == 0 or step == cfg.steps:
+                    check_finite(weights=False)
                     now = time.perf_counter()
                     history.step.append(step)
                     history.train_loss.append(float(loss_sum) / loss_count)
@@ -601,6 +728,24 @@ def _loop(model, optimizer, cfg, train_data, val_data, tokenizer, masking, promp
         finally:
             bar.close()
     return history
+
+
+def _loss_read_every_step(device, dist_info) -> bool:
+    """Reading the loss at every step costs nothing on a CPU; on a GPU it would stall the queue, so there (and
+    under torchrun, where all ranks must agree) the loss is checked at each log and before each evaluation and save."""
+    return device.type == "cpu" and dist_info.world_size == 1
+
+
+def _diverged(step: int, what: str, cfg: TrainConfig, out_dir) -> FloatingPointError:
+    """The error that stops a diverged run, saying which checkpoint is left (the last finite one)."""
+    kept = ""
+    if out_dir is not None:
+        try:
+            kept = f"; the last checkpoint in {str(out_dir)!r} (step {checkpoints.load_checkpoint(out_dir).step}) is kept"
+        except (FileNotFoundError, ValueError):
+            kept = "; no checkpoint was saved"
+    return FloatingPointError(f"training diverged at step {step}: {what}, so it stopped{kept}; "
+                              f"lower the learning rate (now {cfg.lr:g}) or warm up longer")
 
 
 def _postfix(h: History) -> str:

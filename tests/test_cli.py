@@ -131,16 +131,33 @@ def test_export_writes_a_small_checkpoint_with_its_measured_loss_and_a_readme(te
     (["--block-size", "0"], "--block-size must be a positive integer, got 0"),
     (["--block-size", "-4"], "--block-size must be a positive integer, got -4"),
     (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
-    (["--lr", "0"], "--lr must be > 0, got 0.0"),
-    (["--lr", "-0.001"], "--lr must be > 0, got -0.001"),
-    (["--steps", "0"], "--steps must be a positive integer, got 0"),
+    (["--lr", "0"], "--lr must be a finite number > 0, got 0.0"),
+    (["--lr", "-0.001"], "--lr must be a finite number > 0, got -0.001"),
+    (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+    (["--weight-decay", "nan"], "--weight-decay must be a finite number >= 0, got nan"),
+    (["--steps", "0"], r"--steps must be an integer in \[1, 1,000,000,000\], got 0"),
+    (["--steps", str(10**15)], r"--steps must be an integer in \[1, 1,000,000,000\], got 1000000000000000"),
+    (["--seed", str(2**64)], r"--seed must be an integer in \[0, 2\*\*64\), got 18446744073709551616"),
+    (["--seed", "-1"], r"--seed must be an integer in \[0, 2\*\*64\), got -1"),
+    (["--sample-tokens", str(10**15)], r"--sample-tokens must be an integer in \[0, 1,000,000\]"),
+    (["--tokenizer", "bpe", "--vocab-size", "100"], r"--vocab-size must be between 256 \(the 256 bytes\) and 1,000,000, got 100"),
+    (["--tokenizer", "bpe", "--vocab-size", str(10**12)], r"--vocab-size must be between 256 .* got 1000000000000"),
+    (["--tokenizer", "bpe", "--vocab-size", "257", "--objective", "mlm"],
+     r"--vocab-size must be between 258 \(256 bytes \+ \[PAD\] and \[MASK\], which --objective mlm needs\)"),
+    (["--n-embd", "1000000", "--n-head", "4"],
+     r"--n-embd 1000000 with --n-layer 4 makes a model of about 48,000,128,000,000 parameters, which needs at least .* TB "
+     r"to train, more than the .* of memory on cpu; choose a smaller --n-embd or --n-layer"),
+    (["--batch-size", str(10**9)],
+     r"--batch-size 1000000000 with --block-size 128 needs at least .* for one training step, more than the .* of memory "
+     r"left on cpu; use a smaller --batch-size"),
     (["--n-embd", "30", "--n-head", "4"], r"--n-embd \(30\) must be divisible by --n-head \(4\)"),
     (["--dropout", "1.5"], r"--dropout must be in \[0.0, 1.0\), got 1.5"),
     (["--block-size", "5000"], "--block-size 5000 is too long for the training text, which has only"),
     (["--device", "tpu"], "--device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'tpu'"),
 ])
 def test_bad_settings_are_one_sentence_naming_the_flag_with_exit_status_2(text_file, tmp_path, capsys, flags, message):
-    code = main(["train", "--data", str(text_file), "--out", str(tmp_path / "x"), "--steps", "3", "--no-progress", *flags])
+    code = main(["train", "--data", str(text_file), "--out", str(tmp_path / "x"), "--steps", "3", "--no-progress",
+                 "--device", "cpu", *flags])
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1
@@ -157,8 +174,13 @@ def test_bad_data_and_checkpoints_are_one_sentence_without_a_traceback(tmp_path)
         (["train", "--out", str(tmp_path / "o")], "--data is required"),
         (["train", "--out", str(tmp_path / "o"), "--resume"], "no checkpoint at"),
         (["sample", "--checkpoint", str(tmp_path / "nothing")], "no checkpoint at"),
-        (["sample", "--checkpoint", str(tmp_path / "nothing"), "--temperature", "-1"], "--temperature must be >= 0, got -1.0"),
+        (["sample", "--checkpoint", str(tmp_path / "nothing"), "--temperature", "-1"], r"--temperature must be a finite number >= 0 \(0 is greedy\), got -1.0"),
         (["sample", "--checkpoint", str(tmp_path / "nothing"), "--top-p", "1.5"], r"--top-p must be in \(0, 1\], got 1.5"),
+        (["sample", "--checkpoint", str(tmp_path / "nothing"), "--min-p", "1.5"], r"--min-p must be in \[0, 1\], got 1.5"),
+        (["sample", "--checkpoint", str(tmp_path / "nothing"), "--seed", str(2**64)], r"--seed must be an integer in \[0, 2\*\*64\)"),
+        (["sample", "--checkpoint", str(tmp_path / "nothing"), "--max-new-tokens", str(10**15)],
+         r"--max-new-tokens must be an integer in \[0, 1,000,000\], got 1000000000000000"),
+        (["sample", "--checkpoint", "shakespeare-char", "--device", "tpu"], r"--device must be 'auto', 'cpu'"),
     ]
     for args, message in cases[:1]:  # one through a real process: exit status and stderr as a user sees them
         done = run_cli(*args)
@@ -202,3 +224,137 @@ def test_ctrl_c_stops_training_cleanly_after_saving_the_last_checkpoint(text_fil
     done = run_cli("train", "--out", str(out), "--resume", "--steps", str(ckpt.step + 3), "--no-progress", "--device", "cpu")
     assert done.returncode == 0, done.stderr
     assert checkpoints.load_checkpoint(out).step == ckpt.step + 3
+
+
+# ------------------------------------------------------------------------------- hardening (issue 12)
+
+
+def _imports_torch(*args):
+    """(exit status, whether torch was imported) of `python -X importtime -m lmlab ARGS`."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "lmlab", *args], capture_output=True, text=True,
+                          env=ENV, cwd=ROOT, timeout=120)
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    return done.returncode, "torch" in imported, done.stderr
+
+
+def test_help_and_bad_flags_answer_without_importing_torch(tmp_path):
+    for args, status in [(["--help"], 0), (["train", "--help"], 0), (["sample", "--help"], 0),
+                         (["train", "--out", str(tmp_path), "--data", "x.txt", "--steps", "0"], 2),
+                         (["train", "--out", str(tmp_path), "--data", "x.txt", "--seed", str(2**64)], 2),
+                         (["train", "--out", str(tmp_path), "--step", "5"], 2),
+                         (["sample", "--checkpoint", str(tmp_path), "--top-p", "2"], 2)]:
+        code, torch_imported, err = _imports_torch(*args)
+        assert code == status and not torch_imported, (args, err[-500:])
+        assert "Traceback" not in err
+
+
+def test_ctrl_c_while_torch_is_being_imported_exits_130_without_a_traceback(text_file, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "lmlab", "train", "--data", str(text_file), "--out", str(tmp_path),
+                             *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    time.sleep(0.5)  # torch takes seconds to import; wherever the signal lands, the answer is the same
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+
+
+def test_flags_are_never_abbreviated(text_file, tmp_path, capsys):
+    for args in (["train", "--data", str(text_file), "--out", str(tmp_path), "--step", "5"],
+                 ["sample", "--checkpoint", "shakespeare-char", "--temp", "0"],
+                 ["export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "e"), "--slice", "2"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        assert exit_.value.code == 2
+        assert "unrecognized arguments: " + args[-2] in capsys.readouterr().err
+
+
+def test_a_bpe_vocab_size_too_small_is_refused_with_the_bound_the_help_states(text_file, tmp_path, capsys):
+    train_help = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert "from 256" in " ".join(train_help.split()) and "258 with --objective mlm" in " ".join(train_help.split())
+    base = ["train", "--data", str(text_file), "--out", str(tmp_path), "--tokenizer", "bpe", "--sample-tokens", "0", *TINY]
+    assert main([*base, "--vocab-size", "255", "--steps", "1"]) == 2
+    assert "--vocab-size must be between 256" in capsys.readouterr().err
+    assert main([*base, "--vocab-size", "256", "--steps", "1"]) == 0  # the bound is the truth: 256 trains
+
+
+def test_a_prompt_with_unseen_characters_is_one_clean_sentence_before_anything_is_printed(text_file, tmp_path):
+    assert main(["train", "--data", str(text_file), "--out", str(tmp_path), "--steps", "2", "--sample-tokens", "0", *TINY]) == 0
+    done = run_cli("sample", "--checkpoint", str(tmp_path), "--prompt", "Café ☕ time")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == ("error: --prompt contains 3 character(s) that the model never saw in training ('C', 'é', '☕'); "
+                           "leave them out, or train a model on a text that has them (python -m lmlab train --data ...)\n")
+
+
+def test_sample_takes_min_p(text_file, tmp_path, capsys):
+    assert main(["train", "--data", str(text_file), "--out", str(tmp_path), "--steps", "2", "--sample-tokens", "0", *TINY]) == 0
+    capsys.readouterr()
+    outs = []
+    for min_p in ("1.0", "1.0", "0.0"):
+        assert main(["sample", "--checkpoint", str(tmp_path), "--prompt", "the", "--max-new-tokens", "20", "--seed", "1",
+                     "--min-p", min_p, "--temperature", "1.5"]) == 0
+        outs.append(capsys.readouterr().out)
+    greedy = main(["sample", "--checkpoint", str(tmp_path), "--prompt", "the", "--max-new-tokens", "20", "--temperature", "0"])
+    assert greedy == 0 and outs[0] == outs[1] == capsys.readouterr().out  # min-p 1 keeps only the most likely token
+    assert outs[2] != outs[0]
+
+
+# This command prints whatever lmlab.decoding.stream yields; holding back an incomplete UTF-8 character is
+# stream()'s job, fixed in decoding.py for issue 12 by the helper who owns it. Remove the marker when it lands.
+@pytest.mark.xfail(strict=True, reason="needs the UTF-8-safe lmlab.decoding.stream of issue 12 (decoding.py)")
+def test_a_sample_cut_in_the_middle_of_a_character_never_prints_a_replacement_character(text_file, tmp_path, capsys):
+    import torch
+
+    assert main(["train", "--data", str(text_file), "--out", str(tmp_path), "--tokenizer", "bpe", "--vocab-size", "260",
+                 "--steps", "1", "--sample-tokens", "0", *TINY]) == 0
+    model, tok = checkpoints.load_model(tmp_path)
+    first_byte = tok.encode("☕")[0]  # the first of its three bytes: alone it is no character yet
+    assert tok.decode([first_byte]) == "\ufffd"
+    with torch.no_grad():  # make the model predict that byte with certainty
+        direction = torch.nn.functional.one_hot(torch.tensor(0), model.config.n_embd).float() * 10
+        model.tok_emb.weight[first_byte] = direction
+        model.ln_f.weight.zero_()
+        model.ln_f.bias.copy_(direction)
+    checkpoints.save_checkpoint(tmp_path / "forced", model, tokenizer=tok)
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(tmp_path / "forced"), "--prompt", "the", "--max-new-tokens", "1",
+                 "--temperature", "0"]) == 0
+    assert capsys.readouterr().out == "the\n"
+
+
+def test_a_one_character_data_file_is_one_sentence(tmp_path):
+    one = tmp_path / "one.txt"
+    one.write_text("a")
+    code, err = _main_capturing(["train", "--data", str(one), "--out", str(tmp_path / "o")])
+    assert code == 2 and err.count("\n") == 1
+    assert f"--data '{one}' holds only 1 character; a text to train on needs one window" in err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    code, err = _main_capturing(["train", "--data", str(empty), "--out", str(tmp_path / "o")])
+    assert code == 2 and err == f"error: --data '{empty}' is empty (or only whitespace); a corpus needs some text\n"
+
+
+def test_export_refuses_to_overwrite_a_run_and_its_resume_state(text_file, tmp_path, capsys):
+    run, other = tmp_path / "run", tmp_path / "other"
+    for folder in (run, other):
+        assert main(["train", "--data", str(text_file), "--out", str(folder), "--steps", "2", "--sample-tokens", "0", *TINY]) == 0
+    before = sorted(p.name for p in run.iterdir())
+    assert any(name.startswith("state-") for name in before)
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(run), "--out", str(run)]) == 2
+    assert "--out must be another folder than --checkpoint" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(run / "checkpoint.json"), "--out", str(run) + "/"]) == 2
+    assert main(["export", "--checkpoint", str(run), "--out", str(other)]) == 2
+    assert "holds a training run with its optimizer and generator state" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert main(["train", "--out", str(run), "--resume", "--steps", "3", "--no-progress", "--device", "cpu"]) == 0
+
+
+def test_a_diverging_run_exits_1_and_keeps_the_last_finite_checkpoint(text_file, tmp_path, capsys):
+    import torch
+
+    code = main(["train", "--data", str(text_file), "--out", str(tmp_path), "--steps", "30", "--lr", "1e6",
+                 "--warmup-steps", "0", "--checkpoint-interval", "1", "--sample-tokens", "0", *TINY])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "error: training diverged at step " in err and "the training loss is nan" in err and "is kept" in err
+    model, _ = checkpoints.load_model(tmp_path)
+    assert all(p.isfinite().all() for p in model.parameters())

@@ -77,3 +77,9 @@ def test_the_command_line_samples_from_a_shipped_model_by_name(capsys):
 def test_an_unknown_name_is_one_sentence():
     with pytest.raises(ValueError, match=r"name must be one of the shipped models \['shakespeare-char'"):
         pretrained.load("gpt-5")
+
+
+def test_an_unknown_device_is_one_sentence():
+    with pytest.raises(ValueError, match=r"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'tpu'") as err:
+        pretrained.load("shakespeare-char", device="tpu")
+    assert "\n" not in str(err.value)

@@ -246,3 +246,122 @@ def test_a_corpus_shorter_than_one_window_is_one_sentence(data):
         training.train(tiny_gpt(tok.vocab_size), train_ids + 100, progress=False)
     with pytest.raises(ValueError, match="needs a tokenizer"):
         training.train(tiny_gpt(tok.vocab_size), train_ids, sample_tokens=5, progress=False)
+
+
+def test_a_second_ctrl_c_during_the_save_lets_the_save_finish(data, tmp_path, monkeypatch, capfd):
+    tok, train_ids, val_ids = data
+    real_save = checkpoints.save_checkpoint
+
+    def impatient_save(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C arrives while the checkpoint is being written
+        return real_save(*args, **kwargs)
+
+    def press_ctrl_c(h):
+        if h.step[-1] == 10:
+            os.kill(os.getpid(), signal.SIGINT)
+            monkeypatch.setattr(checkpoints, "save_checkpoint", impatient_save)
+
+    try:
+        h = training.train(tiny_gpt(tok.vocab_size), train_ids, val_ids, tokenizer=tok, out_dir=tmp_path,
+                           callback=press_ctrl_c, **{**FAST, "log_interval": 5, "checkpoint_interval": 100})
+    except KeyboardInterrupt:
+        pytest.fail("the second Ctrl-C broke off the save")
+    assert h.interrupted and checkpoints.load_checkpoint(tmp_path).step == 10
+    assert "finishing the checkpoint save, then stopping" in capfd.readouterr().err
+
+
+# ----------------------------------------------------------------------------------- a diverging run
+
+
+def test_a_diverging_run_stops_with_one_sentence_and_keeps_the_last_finite_checkpoint(data, tmp_path):
+    tok, train_ids, val_ids = data
+    settings = dict(FAST, warmup_steps=0, log_interval=1, checkpoint_interval=1, tokenizer=tok, out_dir=tmp_path, lr=1e6)
+    with pytest.raises(FloatingPointError, match=r"training diverged at step 2: the training loss is nan, so it stopped; "
+                                                 r"the last checkpoint in '.*' \(step 1\) is kept; lower the learning "
+                                                 r"rate \(now 1e\+06\)") as err:
+        training.train(tiny_gpt(tok.vocab_size), train_ids, val_ids, **settings)
+    assert "\n" not in str(err.value)
+    ckpt = checkpoints.load_checkpoint(tmp_path)
+    assert ckpt.step == 1 and all(p.isfinite().all() for p in ckpt.build_model().parameters())
+
+
+def test_weights_that_overflow_with_a_finite_loss_are_never_saved(data, tmp_path):
+    tok, train_ids, val_ids = data
+    # lr 1e39 overflows float32 in the first update while that step's loss is still finite
+    settings = dict(FAST, warmup_steps=0, log_interval=1, checkpoint_interval=1, tokenizer=tok, out_dir=tmp_path, lr=1e39)
+    with pytest.raises(FloatingPointError, match=r"training diverged at step 1: the weights hold nan or inf \(in .*\), "
+                                                 r"so it stopped; no checkpoint was saved"):
+        training.train(tiny_gpt(tok.vocab_size), train_ids, val_ids, **settings)
+    assert not (tmp_path / "checkpoint.json").exists()
+
+
+def test_the_loss_is_checked_at_each_log_where_it_is_not_read_every_step(data, monkeypatch):
+    tok, train_ids, _ = data
+    model = tiny_gpt(tok.vocab_size)
+    real_loss = training.batch_loss
+    calls = []
+
+    def loss_turning_nan(*args, **kwargs):  # the 3rd step's loss is NaN, as a GPU run would meet it
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(training, "batch_loss", loss_turning_nan)
+    monkeypatch.setattr(training, "_loss_read_every_step", lambda device, dist_info: False)  # as on a GPU
+    with pytest.raises(FloatingPointError, match=r"training diverged at step 5: the training loss is not finite"):
+        training.train(model, train_ids, steps=20, batch_size=4, log_interval=5, checkpoint_interval=100, progress=False,
+                       device="cpu")
+
+
+def test_seeds_cover_the_whole_range_of_torch_generators(data):
+    tok, train_ids, _ = data
+    for seed in (2**40, 2**64 - 1):  # the per-step seeds wrap around instead of overflowing
+        h = training.train(tiny_gpt(tok.vocab_size), train_ids, seed=seed, **{**FAST, "steps": 2, "log_interval": 1})
+        assert len(h.train_loss) == 2
+    for seed in (2**64, -1, 1.5):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\), got"):
+            training.train(tiny_gpt(tok.vocab_size), train_ids, seed=seed, progress=False)
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_one_sentence_before_anything_is_allocated(data):
+    tok, train_ids, _ = data
+    with pytest.raises(ValueError, match=r"batch_size 1000000000000 of 16-token windows needs at least .* PB for one "
+                                         r"step, more than the .* left on cpu; use a smaller batch_size"):
+        training.train(tiny_gpt(tok.vocab_size), train_ids, batch_size=10**12, progress=False, device="cpu")
+
+
+def test_a_damaged_history_or_train_config_in_the_checkpoint_is_one_sentence(data, tmp_path):
+    import json
+
+    tok, train_ids, val_ids = data
+    training.train(tiny_gpt(tok.vocab_size), train_ids, val_ids, tokenizer=tok, out_dir=tmp_path, **{**FAST, "steps": 5})
+    good = json.loads((tmp_path / "checkpoint.json").read_text())
+    cases = [
+        (lambda r: r["history"].update(train_loss=["a"]), r"has a damaged history\.train_loss must be a list of finite numbers"),
+        (lambda r: r["history"].update(val_loss=[1.0, 2.0, 3.0, 4.0]), r"one per evaluation in each of val_step"),
+        (lambda r: r["history"].update(samples=[[0]]), r"history\.samples must be a list of \[step, text\] pairs"),
+        (lambda r: r["train_config"].update(colour="red"), r"has train_config\.colour, which is not a training setting"),
+        (lambda r: r["train_config"].update(steps="many"), r"steps must be a positive integer, got 'many'"),
+        (lambda r: r["extra"].update(partial_loss=[1.0]), r"has extra\.partial_loss \[1\.0\]; expected"),
+    ]
+    for change, message in cases:
+        record = json.loads(json.dumps(good))
+        change(record)
+        (tmp_path / "checkpoint.json").write_text(json.dumps(record))
+        with pytest.raises(ValueError, match=message) as err:
+            training.train(tiny_gpt(tok.vocab_size), train_ids, val_ids, tokenizer=tok, out_dir=tmp_path, resume=True,
+                           progress=False, device="cpu")
+        assert "\n" not in str(err.value)
+
+
+def test_a_run_cleans_the_temporary_files_a_killed_save_left_when_it_starts(data, tmp_path):
+    tok, train_ids, _ = data
+    leftovers = [tmp_path / ".tmpXy12Ab", tmp_path / ".model-00000005.safetensors.tmp-4242"]
+    for p in leftovers:
+        p.write_bytes(b"killed mid-write")
+
+    def look(h):
+        assert not any(p.exists() for p in leftovers)  # gone before the first save
+
+    training.train(tiny_gpt(tok.vocab_size), train_ids, tokenizer=tok, out_dir=tmp_path, callback=look,
+                   **{**FAST, "steps": 5, "checkpoint_interval": 5, "log_interval": 1})
