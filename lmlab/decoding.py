@@ -421,8 +421,9 @@ def _check_prompt(input_ids):
 
 
 def _check_eos(eos_token_id):
-    if eos_token_id is not None:
-        check_nonnegative_int(eos_token_id, "eos_token_id")
+    # an id is stored in int64 tensors: a larger one would overflow deep inside torch
+    if eos_token_id is not None and (check_nonnegative_int(eos_token_id, "eos_token_id") >= 2**63):
+        raise ValueError(f"eos_token_id must be a token id below 2**63, got {eos_token_id}")
 
 
 def _check_new_tokens(max_new_tokens, rows: int, prompt_len: int):
@@ -590,7 +591,11 @@ def _check_beam_args(input_ids, num_beams, max_new_tokens, length_penalty, eos_t
         raise ValueError(f"num_beams must be an integer in [1, {MAX_BEAMS:,}] (each step ranks 2 x num_beams "
                          f"candidates per prompt), got {num_beams!r}")
     _check_new_tokens(max_new_tokens, batch * num_beams, prompt_len)
-    _check_number(length_penalty, "length_penalty", -math.inf)
+    # new_tokens ** length_penalty must stay a float: |length_penalty| <= 10 keeps it finite and nonzero
+    # up to MAX_NEW_TOKENS (1e6 ** 10 = 1e60)
+    lp = length_penalty
+    if isinstance(lp, bool) or not isinstance(lp, (int, float)) or not -10 <= lp <= 10:
+        raise ValueError(f"length_penalty must be a number in [-10, 10] (usual values are 0.6 to 2), got {lp!r}")
     _check_eos(eos_token_id)
     if not (isinstance(early_stopping, bool) or (isinstance(early_stopping, str) and early_stopping == "never")):
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")

@@ -245,6 +245,10 @@ BAD_CALLS = [
     (lambda m, x: d.sample(m, x, 5, seed=2**64), "seed"),
     (lambda m, x: d.sample(m, x, 5, no_repeat_ngram_size=True), "no_repeat_ngram_size"),
     (lambda m, x: d.greedy(m, x, 5, eos_token_id=True), "eos_token_id"),
+    (lambda m, x: d.greedy(m, x, 5, eos_token_id=10**30), "eos_token_id"),  # overflowed int64 inside torch
+    (lambda m, x: d.beam_search(m, x, 2, 5, eos_token_id=2**63), "eos_token_id"),
+    (lambda m, x: d.beam_search(m, x, 2, 5, length_penalty=1e300), "length_penalty"),  # OverflowError
+    (lambda m, x: d.beam_search(m, x, 2, 5, length_penalty=-11.0), "length_penalty"),  # ZeroDivisionError at -1e300
     (lambda m, x: d.top_k_filter(torch.zeros(2, 3), 2, min_tokens_to_keep=True), "min_tokens_to_keep"),
 ]
 for _name in ("temperature", "top_p", "min_p", "typical_p", "repetition_penalty"):
