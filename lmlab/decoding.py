@@ -90,7 +90,8 @@ def _bad_rows(logits, who: str) -> ValueError:
             if who == "model":
                 return ValueError(f"model returned {what} logits (row {row} of the batch), which no token can be "
                                   "drawn from; check its weights and inputs")
-            return ValueError(f"logits contain {what} (row {row}); allowed are finite numbers and -inf for a removed token")
+            return ValueError(f"logits contain {what} (row {row}); allowed are finite numbers and -inf for a "
+                              "removed token")
     row = _first_row(logits.amax(-1).isneginf())
     if who == "model":
         return ValueError(f"model returned -inf for every token of row {row}, which leaves no token to draw")
@@ -428,11 +429,12 @@ def _check_eos(eos_token_id):
 
 def _check_new_tokens(max_new_tokens, rows: int, prompt_len: int):
     """Refuse a length that no one means before the (rows, prompt_len + max_new_tokens) ids are allocated."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
-        raise ValueError(f"max_new_tokens must be an integer in [0, {MAX_NEW_TOKENS:,}], got {max_new_tokens!r}")
-    if rows * (prompt_len + max_new_tokens) > MAX_ELEMENTS:
-        raise ValueError(f"max_new_tokens={max_new_tokens:,} makes {rows:,} rows of {prompt_len + max_new_tokens:,} ids, "
-                         f"more than the {MAX_ELEMENTS:,} ids a search may hold; generate fewer tokens or rows at a time")
+    n = max_new_tokens
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_NEW_TOKENS:
+        raise ValueError(f"max_new_tokens must be an integer in [0, {MAX_NEW_TOKENS:,}], got {n!r}")
+    if rows * (prompt_len + n) > MAX_ELEMENTS:
+        raise ValueError(f"max_new_tokens={n:,} makes {rows:,} rows of {prompt_len + n:,} ids, more than the "
+                         f"{MAX_ELEMENTS:,} ids a search may hold; generate fewer tokens or rows at a time")
 
 
 def _argmax(logits, seq):
@@ -638,7 +640,8 @@ def _beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty, eo
     vocab = logits.shape[-1]
     if batch * num_beams * vocab > MAX_ELEMENTS:
         raise ValueError(f"num_beams={num_beams:,} with {batch} prompt(s) and a vocabulary of {vocab:,} makes "
-                         f"{batch * num_beams * vocab:,} candidates per step, more than {MAX_ELEMENTS:,}; use fewer beams")
+                         f"{batch * num_beams * vocab:,} candidates per step, more than {MAX_ELEMENTS:,}; "
+                         "use fewer beams")
     copies = torch.arange(batch, device=device).repeat_interleave(num_beams)
     logits_of.reorder(copies)
     logits = logits[copies]
@@ -792,10 +795,10 @@ def _stream_text(tokenizer, steps, eos_token_id):
     """Decode incrementally: each step decodes only a short window of ids, `ids[start:]`, where
     `ids[start:done]` was decoded and yielded already; the window's text minus that text is the new piece.
 
-    The window starts with an id already shown so that tokenizers whose decoding of a token depends on the one
-    before it (WordPiece's `##`, a leading space stripped at the start) decode it as the whole text does. A window
-    whose text ends in U+FFFD may end inside a multi-byte character (byte-level BPE): it is held back
-    until the character completes, or until the end.
+    The window starts with an id already shown, so that a tokenizer whose text for a token depends on
+    the one before it (WordPiece's `##`, a leading space stripped at the start) decodes it as in the
+    whole text. A window whose text ends in U+FFFD may end inside a multi-byte character (byte-level
+    BPE): it is held back until the character completes, or until the end.
     """
     ids, start, done = [], 0, 0
     for tokens in steps:

@@ -67,7 +67,8 @@ def _check_config(config):
     for field in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
         check_positive_int(getattr(config, field), f"config.{field}")
     if config.n_layer > MAX_LAYERS:
-        raise ValueError(f"config.n_layer must be at most {MAX_LAYERS} (the largest models have about 100), got {config.n_layer}")
+        raise ValueError(f"config.n_layer must be at most {MAX_LAYERS} (the largest models have about 100), "
+                         f"got {config.n_layer}")
     if config.n_embd % config.n_head:
         raise ValueError(f"config.n_embd ({config.n_embd}) must be divisible by config.n_head ({config.n_head})")
     dropout = config.dropout
@@ -82,7 +83,8 @@ def _check_config(config):
             raise ValueError(f"config.pad_token_id must be an id in [0, {config.vocab_size}), got {pad!r}")
     # refuse before allocating: a size typed one order of magnitude too large must not reach the allocator
     n, gib = parameter_count(config), 4 / 2**30  # bytes per float32 parameter, in GiB
-    sizes = f"vocab_size={config.vocab_size:,}, block_size={config.block_size:,}, n_layer={config.n_layer}, n_embd={config.n_embd:,}"
+    sizes = (f"vocab_size={config.vocab_size:,}, block_size={config.block_size:,}, n_layer={config.n_layer}, "
+             f"n_embd={config.n_embd:,}")
     if n > MAX_PARAMETERS:
         raise ValueError(f"config ({sizes}) describes {n:,} parameters ({n * gib:,.1f} GiB in float32), more than "
                          f"the {MAX_PARAMETERS:,} (8 GiB) lmlab builds; make these sizes smaller")

@@ -200,8 +200,9 @@ class _LibraryTokenizer(Tokenizer):
         # no added token spans a newline; a tokenizer loaded from other JSON is given the whole text
         pre = tokenizer.pre_tokenizer
         byte_level = isinstance(pre, hf.pre_tokenizers.ByteLevel) and pre.use_regex and not pre.add_prefix_space
+        bert = isinstance(pre, hf.pre_tokenizers.BertPreTokenizer)
         added = tokenizer.get_added_tokens_decoder().values()
-        self._cuttable = (tokenizer.normalizer is None and (byte_level or isinstance(pre, hf.pre_tokenizers.BertPreTokenizer))
+        self._cuttable = (tokenizer.normalizer is None and (byte_level or bert)
                           and not any("\n" in t.content for t in added))
 
     @classmethod
@@ -304,9 +305,9 @@ class WordPieceTokenizer(_LibraryTokenizer):
         trainer = hf.trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
                                                show_progress=False)
         # cleanup=False: the library's cleanup rewrites text (" do not" -> " don't"), not only spaces
-        tok = cls._train(text, special_tokens, hf.models.WordPiece(unk_token=UNK, max_input_chars_per_word=MAX_WORD_CHARS),
-                         hf.pre_tokenizers.BertPreTokenizer(), hf.decoders.WordPiece(prefix="##", cleanup=False),
-                         trainer)
+        model = hf.models.WordPiece(unk_token=UNK, max_input_chars_per_word=MAX_WORD_CHARS)
+        tok = cls._train(text, special_tokens, model, hf.pre_tokenizers.BertPreTokenizer(),
+                         hf.decoders.WordPiece(prefix="##", cleanup=False), trainer)
         tok._complete_alphabet()
         return tok
 

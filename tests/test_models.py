@@ -228,8 +228,8 @@ def test_parameter_count_of_gpt2_small_is_the_published_one_and_within_the_bound
     assert parameter_count(gpt2) == 124_439_808 < 2**31
 
 
-@pytest.mark.parametrize("field, value", [("bias", 1), ("tie_weights", "yes"), ("dropout", "0.1"), ("dropout", float("nan")),
-                                          ("pad_token_id", V), ("pad_token_id", True)])
+@pytest.mark.parametrize("field, value", [("bias", 1), ("tie_weights", "yes"), ("dropout", "0.1"),
+                                          ("dropout", float("nan")), ("pad_token_id", V), ("pad_token_id", True)])
 def test_config_fields_of_the_wrong_type_are_refused(field, value):
     with pytest.raises(ValueError, match=rf"^config\.{field}"):
         masked_lm(**{field: value})
