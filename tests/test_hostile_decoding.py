@@ -8,7 +8,7 @@ import torch
 
 from lmlab import decoding as d
 from lmlab.models import GPT, GPTConfig
-from lmlab.tokenizers import BPETokenizer, CharTokenizer
+from lmlab.tokenizers import BPETokenizer, CharTokenizer, WordPieceTokenizer
 
 NEG_INF, INF, NAN = float("-inf"), float("inf"), float("nan")
 
@@ -349,3 +349,12 @@ def test_stream_decodes_a_short_window_per_token_not_the_whole_text():
     pieces = list(d.stream(model, tok, "ab", "sample", n, seed=0))
     assert len("".join(pieces)) == n
     assert tok.decoded <= 4 * n  # whole-text decoding would decode n * (n + 1) / 2 ids
+
+
+def test_stream_with_wordpiece_joins_continuation_pieces_as_generate_does():
+    tok = WordPieceTokenizer.train("playing player played plays the game games gamer " * 20, 60)
+    text_ids = tok.encode("playing the games played")
+    assert any(tok.id_to_token(i).startswith("##") for i in text_ids)
+    for tokens in (text_ids, text_ids[1:]):  # the second starts with a ## piece
+        pieces = list(d.stream(Scripted(tokens, tok.vocab_size), tok, "the", max_new_tokens=len(tokens)))
+        assert "".join(pieces) == d.generate(Scripted(tokens, tok.vocab_size), tok, "the", max_new_tokens=len(tokens))
