@@ -49,6 +49,7 @@ key/value cache; any other callable recomputes the whole context every step (als
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from typing import Iterator, NamedTuple
 
@@ -743,6 +744,14 @@ def _decode_new(tokenizer, ids, eos_token_id):
     return tokenizer.decode(ids)
 
 
+def _check_options(options, fn, strategy, given=()):
+    """Refuse an option that `fn` does not take (which would be a TypeError deep inside) in one sentence."""
+    allowed = [name for name in inspect.signature(fn).parameters if name not in given]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"options {unknown} do not apply to strategy {strategy!r}, which takes {allowed}")
+
+
 def generate(model, tokenizer, prompt, strategy="greedy", max_new_tokens=100, **options):
     """Continue the text `prompt` and return the continuation (without the prompt) as a str.
 
@@ -752,6 +761,8 @@ def generate(model, tokenizer, prompt, strategy="greedy", max_new_tokens=100, **
     """
     if strategy not in _STRATEGIES:
         raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
+    search = {"greedy": greedy, "sample": sample, "beam": beam_search}[strategy]
+    _check_options(options, search, strategy, given=("model", "input_ids", "max_new_tokens"))
     input_ids = _encode(tokenizer, prompt, _device(model))
     if strategy == "beam":
         options.setdefault("num_beams", 4)
@@ -779,6 +790,7 @@ def stream(model, tokenizer, prompt, strategy="greedy", max_new_tokens=100, eos_
                          f"got {strategy!r}")
     if strategy == "greedy" and options:
         raise ValueError(f"options must be empty for greedy streaming, got {sorted(options)}")
+    _check_options(options, _sampler, strategy, given=("batch", "device"))
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be one string for streaming, got {type(prompt).__name__}")
     input_ids = _encode(tokenizer, prompt, _device(model))

@@ -250,6 +250,10 @@ BAD_CALLS = [
     (lambda m, x: d.beam_search(m, x, 2, 5, length_penalty=1e300), "length_penalty"),  # OverflowError
     (lambda m, x: d.beam_search(m, x, 2, 5, length_penalty=-11.0), "length_penalty"),  # ZeroDivisionError at -1e300
     (lambda m, x: d.top_k_filter(torch.zeros(2, 3), 2, min_tokens_to_keep=True), "min_tokens_to_keep"),
+    (lambda m, x: d.generate(m, Chars(), "ab", "greedy", 5, num_beams=4), "options"),  # was a TypeError
+    (lambda m, x: d.generate(m, Chars(), "ab", "beam", 5, temperature=0.5), "options"),
+    (lambda m, x: d.generate(m, Chars(), "ab", "sample", 5, input_ids=x), "options"),
+    (lambda m, x: d.stream(m, Chars(), "ab", "sample", 5, num_beams=2), "options"),
 ]
 for _name in ("temperature", "top_p", "min_p", "typical_p", "repetition_penalty"):
     for _value in (NAN, INF, NEG_INF):
