@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+MAX_VOCAB_SIZE = 1_000_000  # the largest vocabularies in use have about 256,000 tokens
+
 
 def check_ids(input_ids, name: str = "input_ids", vocab_size: int | None = None, max_len: int | None = None):
     """Check a `(batch, seq)` LongTensor of token ids and return it."""

@@ -6,16 +6,22 @@ them in the order `transformers` uses:
 
     repetition_penalty -> no_repeat_ngram -> temperature -> top_k -> top_p -> min_p -> typical
 
-A removed token gets the logit -inf (probability 0). Boundary rules:
+A removed token gets the logit -inf (probability 0). Logits are finite numbers or -inf: NaN, +inf, or a
+row whose every token is removed raise a ValueError (from a filter's input or from a model), since no
+token can be drawn from such a row. Boundary rules:
 
-- temperature 0 is greedy: 0 at each row's first argmax, -inf elsewhere (no division, never NaN);
+- temperature 0 is greedy: 0 at each row's first argmax, -inf elsewhere (no division, never NaN); a
+  temperature so small that it overflows a row (to +inf) gives that row its limit, greedy, alone;
 - `top_p = 1`, `mass = 1`, `min_p = 0` and `k >= vocab` keep every token;
 - ties at the k-th largest logit are all kept by `top_k_filter` (so a row may keep more than k);
 - `top_p_filter` keeps the smallest set of most probable tokens whose mass is >= p: a token is kept
   while the mass of the tokens ranked before it is < p - 1e-6; the tolerance makes "exactly p"
   robust to float rounding (transformers compares float32 sums exactly, and keeps one token too many
-  in about a fifth of such cases). Equal probabilities are ranked by token id, lowest first;
+  in about a fifth of such cases). Tokens are ranked by logit, as in transformers (so tokens whose
+  probability underflows to 0 still rank above removed ones), equal logits by token id, lowest first;
 - `min_p_filter` keeps tokens with prob >= p * max prob, compared in log space with a 1e-5 tolerance;
+- `repetition_penalty` never overflows a finite logit to +-inf: the result is clamped to the dtype's range;
+- `top_p`, `min_p` and `typical` compute in at least float32 (half-precision logits are upcast);
 - `typical_filter` keeps the smallest typical set with mass >= mass (same tolerance as top-p), plus
   every token tied with the last one kept;
 - `min_tokens_to_keep` tokens (the most probable; for `typical_filter`, the most typical) always stay.
@@ -35,11 +41,15 @@ key/value cache; any other callable recomputes the whole context every step (als
   no attention mask for left padding.
 - Rows that produce `eos_token_id` are finished: they are padded with `eos_token_id` while the others go
   on, and the search stops when every row has finished.
+- Sizes: `max_new_tokens` is at most 1,000,000 and `num_beams` at most 10,000, and the generated ids
+  (rows x (prompt + new)) and one step's beam candidates (prompts x num_beams x vocab) at most 2**28
+  numbers each; larger requests are refused before anything is allocated.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from typing import Iterator, NamedTuple
 
@@ -50,6 +60,9 @@ from lmlab._checks import check_fraction, check_ids, check_nonnegative_int, chec
 _MASS_TOL = 1e-6  # probability mass this close to the threshold counts as reaching it (float rounding)
 _LOG_TOL = 1e-5  # the same for min-p's ratio of probabilities, in log space
 _NEG_INF = float("-inf")
+MAX_NEW_TOKENS = 1_000_000  # a sane bound: generation runs at about 1,000 tokens/s on a laptop CPU
+MAX_ELEMENTS = 1 << 28  # largest token or candidate tensor a search may allocate (1-2 GiB)
+MAX_BEAMS = 10_000  # each step ranks 2 * num_beams candidates per prompt in Python
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -63,6 +76,33 @@ def _check_logits(logits):
         raise ValueError(f"logits must be a float tensor of shape (batch, vocab), got {got}")
     if logits.shape[1] == 0:
         raise ValueError("logits must have at least one vocabulary entry, got shape (batch, 0)")
+    _check_rows(logits)
+
+
+def _first_row(mask) -> int:
+    return int(mask.nonzero()[0, 0])
+
+
+def _bad_rows(logits, who: str) -> ValueError:
+    """The error for logits (batch, vocab) with a row holding NaN or +inf, or no finite logit at all."""
+    for bad, what in ((logits.isnan(), "NaN"), (logits.isposinf(), "+inf")):
+        if bad.any():
+            row = _first_row(bad.any(-1))
+            if who == "model":
+                return ValueError(f"model returned {what} logits (row {row} of the batch), which no token can be "
+                                  "drawn from; check its weights and inputs")
+            return ValueError(f"logits contain {what} (row {row}); allowed are finite numbers and -inf for a "
+                              "removed token")
+    row = _first_row(logits.amax(-1).isneginf())
+    if who == "model":
+        return ValueError(f"model returned -inf for every token of row {row}, which leaves no token to draw")
+    return ValueError(f"logits row {row} has every token removed (all -inf); at least one must stay finite")
+
+
+def _check_rows(logits, who: str = "logits"):
+    # one reduction: a row's max is finite unless the row holds NaN or +inf, or nothing but -inf
+    if not logits.amax(-1).isfinite().all():
+        raise _bad_rows(logits, who)
 
 
 def _check_history(input_ids, logits):
@@ -91,8 +131,11 @@ def _temperature(logits, temperature):
     if temperature == 0:
         return _greedy_logits(logits)
     scaled = logits / temperature
-    if not torch.isfinite(scaled.amax(-1)).all():
-        return _greedy_logits(logits)  # so small a temperature overflows: its limit, greedy, is what it means
+    # so small a temperature overflows a row (to +inf, or all to -inf, or 0 / 0): its limit, greedy, is
+    # what it means, for that row alone
+    overflow = ~scaled.amax(-1).isfinite()
+    if overflow.any():
+        scaled[overflow] = _greedy_logits(logits[overflow])
     return scaled
 
 
@@ -100,7 +143,8 @@ def apply_temperature(logits, temperature):
     """Divide logits `(batch, vocab)` by `temperature`; 0 means greedy.
 
     At temperature 0 the result is the log of a one-hot distribution: 0 at each row's argmax (the first
-    one on ties), -inf elsewhere, so softmax gives exactly greedy decoding and never NaN.
+    one on ties), -inf elsewhere, so softmax gives exactly greedy decoding and never NaN. A row that a
+    tiny temperature overflows gets that too; the other rows are divided.
     """
     _check_logits(logits)
     return _temperature(logits, _check_number(temperature, "temperature", 0.0))
@@ -130,7 +174,10 @@ def _at_least_float32(logits):
 def _top_p(logits, p, min_tokens_to_keep=1):
     if p >= 1.0:
         return logits.clone()
-    sorted_probs, order = _at_least_float32(logits).softmax(-1).sort(dim=-1, descending=True, stable=True)
+    # rank by logit: tokens whose probability underflows to 0 stay above removed (-inf) ones, so that
+    # min_tokens_to_keep keeps real tokens
+    sorted_logits, order = _at_least_float32(logits).sort(dim=-1, descending=True, stable=True)
+    sorted_probs = sorted_logits.softmax(-1)
     mass_before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the tokens ranked above each one
     drop_sorted = mass_before >= p - _MASS_TOL
     drop_sorted[:, :min_tokens_to_keep] = False
@@ -152,10 +199,11 @@ def top_p_filter(logits, p, min_tokens_to_keep=1):
 def _min_p(logits, p, min_tokens_to_keep=1):
     if p == 0.0:
         return logits.clone()
+    x = _at_least_float32(logits)  # in half precision, logit_max + log p would be rounded coarsely
     # prob_i >= p * prob_max  <=>  logit_i >= logit_max + log p: no softmax needed
-    drop = logits < logits.amax(-1, keepdim=True) + (math.log(p) - _LOG_TOL)
+    drop = x < x.amax(-1, keepdim=True) + (math.log(p) - _LOG_TOL)
     if min_tokens_to_keep > 1:
-        top = logits.topk(min(min_tokens_to_keep, logits.shape[-1]), dim=-1).indices
+        top = x.topk(min(min_tokens_to_keep, logits.shape[-1]), dim=-1).indices
         drop.scatter_(-1, top, False)
     return logits.masked_fill(drop, _NEG_INF)
 
@@ -201,20 +249,24 @@ def _repetition_penalty(logits, input_ids, penalty):
         return logits.clone()
     seen = logits.gather(-1, input_ids)
     # dividing a negative logit would raise its probability: negative ones are multiplied instead
-    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
-    return logits.scatter(-1, input_ids, seen)  # a token seen twice is still penalised once
+    penalised = torch.where(seen < 0, seen * penalty, seen / penalty)
+    # a tiny or huge penalty must not turn a finite logit into +inf (softmax NaN) or -inf (removed)
+    big = torch.finfo(logits.dtype).max
+    penalised = torch.where(seen.isneginf(), seen, penalised.clamp(-big, big))
+    return logits.scatter(-1, input_ids, penalised)  # a token seen twice is still penalised once
 
 
 def repetition_penalty(logits, input_ids, penalty):
     """CTRL's repetition penalty: for each token already in the row of `input_ids` (batch, seq),
-    divide its logit by `penalty` if positive, multiply it if negative; `penalty = 1` changes nothing."""
+    divide its logit by `penalty` if positive, multiply it if negative; `penalty = 1` changes nothing.
+    A finite logit stays finite (clamped to the dtype's range)."""
     _check_logits(logits)
     _check_history(input_ids, logits)
     penalty = _check_number(penalty, "penalty", 0.0, low_open=True)
     return _repetition_penalty(logits, input_ids.long(), penalty)
 
 
-def _no_repeat_ngram(logits, input_ids, n):
+def _no_repeat_ngram(logits, input_ids, n, name="n"):
     batch, length = input_ids.shape
     vocab = logits.shape[-1]
     if length < n:
@@ -225,11 +277,18 @@ def _no_repeat_ngram(logits, input_ids, n):
     # the n-grams that start with the prefix ban their last token; the others write to a spare column
     banned = torch.zeros(batch, vocab + 1, dtype=torch.bool, device=logits.device)
     banned.scatter_(1, torch.where(matches, windows[..., -1], vocab), True)
-    return logits.masked_fill(banned[:, :vocab], _NEG_INF)
+    out = logits.masked_fill(banned[:, :vocab], _NEG_INF)
+    full = out.amax(-1).isneginf()
+    if full.any():
+        raise ValueError(f"{name}={n} has banned every token of row {_first_row(full)}, which leaves nothing to "
+                         f"generate; use a larger {name}")
+    return out
 
 
 def no_repeat_ngram(logits, input_ids, n):
-    """Ban (-inf) every token that would repeat an n-gram already in the row of `input_ids` (batch, seq)."""
+    """Ban (-inf) every token that would repeat an n-gram already in the row of `input_ids` (batch, seq).
+
+    A row left with no token raises a ValueError (use a larger n)."""
     _check_logits(logits)
     _check_history(input_ids, logits)
     check_positive_int(n, "n")
@@ -247,7 +306,7 @@ def _processors(temperature=1.0, top_k=None, top_p=None, min_p=None, typical_p=N
         steps.append(lambda x, ids: _repetition_penalty(x, ids, penalty))
     if no_repeat_ngram_size is not None:
         n = check_positive_int(no_repeat_ngram_size, "no_repeat_ngram_size")
-        steps.append(lambda x, ids: _no_repeat_ngram(x, ids, n))
+        steps.append(lambda x, ids: _no_repeat_ngram(x, ids, n, "no_repeat_ngram_size"))
     if temperature != 1.0:
         steps.append(lambda x, ids: _temperature(x, temperature))
     if top_k is not None:
@@ -328,7 +387,9 @@ class _NextTokenLogits:
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise ValueError(f"model must return logits of shape (batch, seq, vocab) = "
                              f"({ids.shape[0]}, {ids.shape[1]}, vocab), got {got}")
-        return logits[:, -1]
+        logits = logits[:, -1]
+        _check_rows(logits, "model")  # NaN would otherwise come out as token 0, forever
+        return logits
 
     def reorder(self, index):
         """Keep rows `index` (new_batch,) of the cache, in that order (beam search)."""
@@ -362,8 +423,19 @@ def _check_prompt(input_ids):
 
 
 def _check_eos(eos_token_id):
-    if eos_token_id is not None:
-        check_nonnegative_int(eos_token_id, "eos_token_id")
+    # an id is stored in int64 tensors: a larger one would overflow deep inside torch
+    if eos_token_id is not None and (check_nonnegative_int(eos_token_id, "eos_token_id") >= 2**63):
+        raise ValueError(f"eos_token_id must be a token id below 2**63, got {eos_token_id}")
+
+
+def _check_new_tokens(max_new_tokens, rows: int, prompt_len: int):
+    """Refuse a length that no one means before the (rows, prompt_len + max_new_tokens) ids are allocated."""
+    n = max_new_tokens
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_NEW_TOKENS:
+        raise ValueError(f"max_new_tokens must be an integer in [0, {MAX_NEW_TOKENS:,}], got {n!r}")
+    if rows * (prompt_len + n) > MAX_ELEMENTS:
+        raise ValueError(f"max_new_tokens={n:,} makes {rows:,} rows of {prompt_len + n:,} ids, more than the "
+                         f"{MAX_ELEMENTS:,} ids a search may hold; generate fewer tokens or rows at a time")
 
 
 def _argmax(logits, seq):
@@ -404,7 +476,7 @@ def greedy(model, input_ids, max_new_tokens, eos_token_id=None, streamer=None, u
     `streamer(tokens)` is called with the new tokens (batch,) after every step.
     """
     input_ids = _check_prompt(input_ids)
-    check_nonnegative_int(max_new_tokens, "max_new_tokens")
+    _check_new_tokens(max_new_tokens, *input_ids.shape)
     _check_eos(eos_token_id)
     return _run(model, input_ids, max_new_tokens, _argmax, eos_token_id, streamer, use_cache)
 
@@ -416,7 +488,8 @@ def _generators(generator, seed, batch, device):
     if seed is not None:
         seeds = seed if isinstance(seed, (list, tuple)) else None
         for s in seeds if seeds is not None else [seed]:
-            check_nonnegative_int(s, "seed")
+            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**64:
+                raise ValueError(f"seed must be an integer in [0, 2**64) or a list of them, got {s!r}")
         make = lambda s: torch.Generator(device=device).manual_seed(s)  # noqa: E731
         generator = [make(s) for s in seeds] if seeds is not None else make(seed)
     gens = generator if isinstance(generator, (list, tuple)) else [generator]
@@ -435,11 +508,10 @@ def _sampler(batch, device, temperature=1.0, top_k=None, top_p=None, min_p=None,
     generator = _generators(generator, seed, batch, device)
 
     def pick(logits, seq):
+        # the model's rows were checked (no NaN, +inf or empty row), and no filter empties a row
+        # without raising: softmax gives a distribution
         for step in steps:
             logits = step(logits, seq)
-        if no_repeat_ngram_size is not None and torch.isneginf(logits).all(-1).any():
-            raise ValueError(f"no_repeat_ngram_size={no_repeat_ngram_size} has banned every token of a row; "
-                             "use a larger size")
         if temperature == 0:
             return logits.argmax(-1)
         return _draw(logits.softmax(-1), generator)
@@ -476,7 +548,7 @@ def sample(model, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=
     global generator is used (`torch.manual_seed`).
     """
     input_ids = _check_prompt(input_ids)
-    check_nonnegative_int(max_new_tokens, "max_new_tokens")
+    _check_new_tokens(max_new_tokens, *input_ids.shape)
     _check_eos(eos_token_id)
     pick = _sampler(input_ids.shape[0], input_ids.device, temperature, top_k, top_p, min_p, typical_p,
                     repetition_penalty, no_repeat_ngram_size, generator, seed)
@@ -550,12 +622,20 @@ def beam_step(scores, log_probs, k):
     return _beam_step(scores, log_probs, k)
 
 
-def _check_beam_args(num_beams, max_new_tokens, length_penalty, eos_token_id, early_stopping, num_return_sequences):
-    check_positive_int(num_beams, "num_beams")
-    check_nonnegative_int(max_new_tokens, "max_new_tokens")
-    _check_number(length_penalty, "length_penalty", -math.inf)
+def _check_beam_args(input_ids, num_beams, max_new_tokens, length_penalty, eos_token_id, early_stopping,
+                     num_return_sequences):
+    batch, prompt_len = input_ids.shape
+    if isinstance(num_beams, bool) or not isinstance(num_beams, int) or not 1 <= num_beams <= MAX_BEAMS:
+        raise ValueError(f"num_beams must be an integer in [1, {MAX_BEAMS:,}] (each step ranks 2 x num_beams "
+                         f"candidates per prompt), got {num_beams!r}")
+    _check_new_tokens(max_new_tokens, batch * num_beams, prompt_len)
+    # new_tokens ** length_penalty must stay a float: |length_penalty| <= 10 keeps it finite and nonzero
+    # up to MAX_NEW_TOKENS (1e6 ** 10 = 1e60)
+    lp = length_penalty
+    if isinstance(lp, bool) or not isinstance(lp, (int, float)) or not -10 <= lp <= 10:
+        raise ValueError(f"length_penalty must be a number in [-10, 10] (usual values are 0.6 to 2), got {lp!r}")
     _check_eos(eos_token_id)
-    if early_stopping not in (True, False, "never"):
+    if not (isinstance(early_stopping, bool) or (isinstance(early_stopping, str) and early_stopping == "never")):
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     check_positive_int(num_return_sequences, "num_return_sequences")
     if num_return_sequences > num_beams:
@@ -576,7 +656,8 @@ def beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty=1.0,
     default, True, is the cheaper rule; transformers' `generate` defaults to False.)
     """
     input_ids = _check_prompt(input_ids)
-    _check_beam_args(num_beams, max_new_tokens, length_penalty, eos_token_id, early_stopping, num_return_sequences)
+    _check_beam_args(input_ids, num_beams, max_new_tokens, length_penalty, eos_token_id, early_stopping,
+                     num_return_sequences)
     batch, prompt_len = input_ids.shape
     if max_new_tokens == 0:
         return BeamSearchOutput(input_ids.repeat_interleave(num_return_sequences, 0),
@@ -592,6 +673,11 @@ def _beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty, eo
     device = input_ids.device
     logits_of = _NextTokenLogits(model, use_cache)
     logits = logits_of(input_ids)  # the prompt is fed once, then its cache row is copied to every beam
+    vocab = logits.shape[-1]
+    if batch * num_beams * vocab > MAX_ELEMENTS:
+        raise ValueError(f"num_beams={num_beams:,} with {batch} prompt(s) and a vocabulary of {vocab:,} makes "
+                         f"{batch * num_beams * vocab:,} candidates per step, more than {MAX_ELEMENTS:,}; "
+                         "use fewer beams")
     copies = torch.arange(batch, device=device).repeat_interleave(num_beams)
     logits_of.reorder(copies)
     logits = logits[copies]
@@ -684,10 +770,22 @@ def _encode(tokenizer, prompt, device):
 
 
 def _decode_new(tokenizer, ids, eos_token_id):
-    """Text of the generated ids (a list), cut before the first eos."""
+    """Text of the generated ids (a list), cut before the first eos.
+
+    A byte-level tokenizer can stop in the middle of a multi-byte character, which decodes to U+FFFD:
+    such an unfinished character at the very end is dropped (as `stream` never shows it either).
+    """
     if eos_token_id is not None and eos_token_id in ids:
         ids = ids[: ids.index(eos_token_id)]
-    return tokenizer.decode(ids)
+    return tokenizer.decode(ids).rstrip("\ufffd")
+
+
+def _check_options(options, fn, strategy, given=()):
+    """Refuse an option that `fn` does not take (which would be a TypeError deep inside) in one sentence."""
+    allowed = [name for name in inspect.signature(fn).parameters if name not in given]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"options {unknown} do not apply to strategy {strategy!r}, which takes {allowed}")
 
 
 def generate(model, tokenizer, prompt, strategy="greedy", max_new_tokens=100, **options):
@@ -699,6 +797,8 @@ def generate(model, tokenizer, prompt, strategy="greedy", max_new_tokens=100, **
     """
     if strategy not in _STRATEGIES:
         raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
+    search = {"greedy": greedy, "sample": sample, "beam": beam_search}[strategy]
+    _check_options(options, search, strategy, given=("model", "input_ids", "max_new_tokens"))
     input_ids = _encode(tokenizer, prompt, _device(model))
     if strategy == "beam":
         options.setdefault("num_beams", 4)
@@ -726,10 +826,11 @@ def stream(model, tokenizer, prompt, strategy="greedy", max_new_tokens=100, eos_
                          f"got {strategy!r}")
     if strategy == "greedy" and options:
         raise ValueError(f"options must be empty for greedy streaming, got {sorted(options)}")
+    _check_options(options, _sampler, strategy, given=("batch", "device"))
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be one string for streaming, got {type(prompt).__name__}")
     input_ids = _encode(tokenizer, prompt, _device(model))
-    check_nonnegative_int(max_new_tokens, "max_new_tokens")
+    _check_new_tokens(max_new_tokens, *input_ids.shape)
     _check_eos(eos_token_id)
     pick = _argmax if strategy == "greedy" else _sampler(1, input_ids.device, **options)
     seq = input_ids.new_empty(1, input_ids.shape[1] + max_new_tokens)
@@ -739,15 +840,26 @@ def stream(model, tokenizer, prompt, strategy="greedy", max_new_tokens=100, eos_
 
 
 def _stream_text(tokenizer, steps, eos_token_id):
-    new, text = [], ""
+    """Decode incrementally: each step decodes only a short window of ids, `ids[start:]`, where
+    `ids[start:done]` was decoded and yielded already; the window's text minus that text is the new piece.
+
+    The window starts with an id already shown, so that a tokenizer whose text for a token depends on
+    the one before it (WordPiece's `##`, a leading space stripped at the start) decodes it as in the
+    whole text. A window whose text ends in U+FFFD may end inside a multi-byte character (byte-level
+    BPE): it is held back until the character completes; one still unfinished at the end is dropped.
+    """
+    ids, start, done = [], 0, 0
     for tokens in steps:
-        if tokens[0].item() == eos_token_id:
+        token = tokens[0].item()
+        if token == eos_token_id:
             break
-        new.append(tokens[0].item())
-        full = tokenizer.decode(new)
-        if not full.endswith("\ufffd") and len(full) > len(text):
-            yield full[len(text) :]
-            text = full
-    full = tokenizer.decode(new)
-    if len(full) > len(text):
-        yield full[len(text) :]
+        ids.append(token)
+        shown = tokenizer.decode(ids[start:done]) if done > start else ""
+        text = tokenizer.decode(ids[start:])
+        if len(text) > len(shown) and not text.endswith("\ufffd"):
+            yield text[len(shown) :]
+            start, done = done, len(ids)
+    shown = tokenizer.decode(ids[start:done]) if done > start else ""
+    text = tokenizer.decode(ids[start:]).rstrip("\ufffd")
+    if len(text) > len(shown):
+        yield text[len(shown) :]

@@ -8,6 +8,7 @@ Both are built from the same `Block`; the only differences are the attention mas
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -42,13 +43,55 @@ class MaskedLMConfig:
     pad_token_id: int = 0  # id of [PAD]; padded positions are never attended to
 
 
+MAX_PARAMETERS = 2**31  # 8 GiB of float32 weights, far beyond what a course model needs
+MAX_LAYERS = 1000  # each block is a handful of Python modules; the largest models have about 100
+
+
+def parameter_count(config) -> int:
+    """The number of parameters a model of this config has, computed without building it."""
+    C = config.n_embd
+    biases = 11 * C if config.bias else 0  # qkv 3C, proj C, fc 4C, mlp proj C, two LayerNorms 2C
+    block = 12 * C * C + 2 * C + biases  # qkv 3C^2, proj C^2, fc 4C^2, mlp proj 4C^2, two LayerNorm weights
+    embeddings = config.vocab_size * C * (1 if config.tie_weights else 2) + config.block_size * C
+    return embeddings + config.n_layer * block + C + (C if config.bias else 0)  # + the final LayerNorm
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not on every platform
+        return None
+
+
 def _check_config(config):
     for field in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
         check_positive_int(getattr(config, field), f"config.{field}")
+    if config.n_layer > MAX_LAYERS:
+        raise ValueError(f"config.n_layer must be at most {MAX_LAYERS} (the largest models have about 100), "
+                         f"got {config.n_layer}")
     if config.n_embd % config.n_head:
         raise ValueError(f"config.n_embd ({config.n_embd}) must be divisible by config.n_head ({config.n_head})")
-    if not 0.0 <= config.dropout < 1.0:
-        raise ValueError(f"config.dropout must be in [0, 1), got {config.dropout}")
+    dropout = config.dropout
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"config.dropout must be a number in [0, 1), got {dropout!r}")
+    for field in ("bias", "tie_weights"):
+        if not isinstance(getattr(config, field), bool):
+            raise ValueError(f"config.{field} must be True or False, got {getattr(config, field)!r}")
+    if isinstance(config, MaskedLMConfig):
+        pad = config.pad_token_id
+        if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < config.vocab_size:
+            raise ValueError(f"config.pad_token_id must be an id in [0, {config.vocab_size}), got {pad!r}")
+    # refuse before allocating: a size typed one order of magnitude too large must not reach the allocator
+    n, gib = parameter_count(config), 4 / 2**30  # bytes per float32 parameter, in GiB
+    sizes = (f"vocab_size={config.vocab_size:,}, block_size={config.block_size:,}, n_layer={config.n_layer}, "
+             f"n_embd={config.n_embd:,}")
+    if n > MAX_PARAMETERS:
+        raise ValueError(f"config ({sizes}) describes {n:,} parameters ({n * gib:,.1f} GiB in float32), more than "
+                         f"the {MAX_PARAMETERS:,} (8 GiB) lmlab builds; make these sizes smaller")
+    memory = _memory_bytes()
+    if memory is not None and 4 * n > memory:
+        raise ValueError(f"config ({sizes}) describes {n:,} parameters ({n * gib:,.1f} GiB in float32), more than "
+                         f"this machine's {memory / 2**30:,.1f} GiB of memory; make these sizes smaller")
 
 
 def _dropout(p: float) -> nn.Module:
@@ -228,6 +271,11 @@ class GPT(_Transformer):
 
     def new_cache(self, batch_size: int) -> KVCache:
         c = self.config
+        check_positive_int(batch_size, "batch_size")
+        numbers = 2 * c.n_layer * batch_size * c.block_size * c.n_embd  # keys and values of every layer
+        if numbers > MAX_PARAMETERS:
+            raise ValueError(f"batch_size={batch_size:,} needs a cache of {numbers:,} numbers, more than "
+                             f"{MAX_PARAMETERS:,} (8 GiB in float32); use a smaller batch")
         p = self.tok_emb.weight
         return KVCache(c.n_layer, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head, p.dtype, p.device)
 

@@ -11,7 +11,7 @@ import operator
 import torch
 import torch.nn.functional as F
 
-from lmlab._checks import check_fraction, check_ids, check_positive_int
+from lmlab._checks import MAX_VOCAB_SIZE, check_fraction, check_ids, check_positive_int
 
 IGNORE_INDEX = -100  # label of a position that is not predicted (the value F.cross_entropy skips)
 
@@ -92,7 +92,8 @@ def mask_tokens(
     labels holding the original id at selected positions and -100 elsewhere. `input_ids` is not modified;
     the same `generator` state gives the same result.
     """
-    check_positive_int(vocab_size, "vocab_size")
+    if check_positive_int(vocab_size, "vocab_size") > MAX_VOCAB_SIZE:  # a (vocab_size,) mask is allocated below
+        raise ValueError(f"vocab_size must be at most {MAX_VOCAB_SIZE:,}, got {vocab_size:,}")
     check_ids(input_ids, vocab_size=vocab_size)
     _check_token_id(mask_token_id, "mask_token_id", vocab_size)
     if pad_token_id is not None:

@@ -34,7 +34,14 @@ def _next_token_logprobs(model, input_ids):
     if int(input_ids.max()) >= logits.shape[-1]:
         raise ValueError(f"input_ids contains id {int(input_ids.max())}, outside the model's vocabulary [0, {logits.shape[-1]})")
     logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # in fp32: log-probs of tiny numbers need the range
-    return logp.gather(-1, input_ids[:, 1:].long().unsqueeze(-1)).squeeze(-1)
+    scores = logp.gather(-1, input_ids[:, 1:].long().unsqueeze(-1)).squeeze(-1)
+    # a row of logits with NaN or +inf, or all -inf, has no distribution: log_softmax gives NaN everywhere
+    bad = scores.isnan()
+    if bad.any():
+        b, t = bad.nonzero()[0].tolist()
+        raise ValueError(f"model returned logits with NaN or +inf, or only -inf, for row {b} at position {t}, "
+                         "so the log-probabilities there are undefined; check its weights and inputs")
+    return scores
 
 
 def token_logprobs(model, input_ids, stride: int | None = None):

@@ -7,8 +7,9 @@
   whitespace and punctuation and each word into pieces (`##` marks a piece that continues a word).
   The whitespace itself is not kept: `decode` puts one space between words and punctuation marks, so
   the round trip keeps every other character, in order: `"".join(decode(encode(s)).split()) ==
-  "".join(s.split())`, for text whose words use only characters seen in training (a word with an
-  unseen character becomes `[UNK]` as a whole).
+  "".join(s.split())`, for text whose words use only characters seen in training, anywhere in a word,
+  and are at most 100 characters long. A word with an unseen character, or longer than 100 characters
+  (the library's `max_input_chars_per_word`, as in BERT), becomes one `[UNK]` as a whole.
 
 All three share: `encode(text) -> list[int]`, `decode(ids) -> str`, `encode_batch(texts)`,
 `vocab_size`, `special_ids` (e.g. `{"[PAD]": 0, "[MASK]": 1}`), `token_to_id`, `id_to_token`,
@@ -30,10 +31,11 @@ from pathlib import Path
 
 import tokenizers as hf  # the Hugging Face library (this module is lmlab.tokenizers)
 
-from lmlab._checks import check_positive_int
+from lmlab._checks import MAX_VOCAB_SIZE
 
 UNK = "[UNK]"
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+MAX_WORD_CHARS = 100  # WordPiece: a longer word is one [UNK] (the library's default, as in BERT)
 _CHUNK = 1 << 12  # long texts are encoded in pieces of about this many characters (see encode)
 
 
@@ -193,6 +195,15 @@ class _LibraryTokenizer(Tokenizer):
     def __init__(self, tokenizer: hf.Tokenizer, special_tokens=()):
         self.hf = tokenizer
         self.special_tokens = _check_special_tokens(special_tokens)
+        # cutting a long text after a newline changes no id only for the pipelines this module builds
+        # (no normalizer; GPT-2's byte-level regex without a prefix space, or BERT's split) and only if
+        # no added token spans a newline; a tokenizer loaded from other JSON is given the whole text
+        pre = tokenizer.pre_tokenizer
+        byte_level = isinstance(pre, hf.pre_tokenizers.ByteLevel) and pre.use_regex and not pre.add_prefix_space
+        bert = isinstance(pre, hf.pre_tokenizers.BertPreTokenizer)
+        added = tokenizer.get_added_tokens_decoder().values()
+        self._cuttable = (tokenizer.normalizer is None and (byte_level or bert)
+                          and not any("\n" in t.content for t in added))
 
     @classmethod
     def _train(cls, text, special_tokens, model, pre_tokenizer, decoder, trainer):
@@ -208,16 +219,17 @@ class _LibraryTokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         # One library call on a very long string is several times slower than the same text in
-        # pieces: a long text is cut where no pre-token can straddle the cut and the pieces are
-        # encoded as a batch. Same ids; the whole corpus takes about 2 s instead of 10.
-        pieces = list(_chunks(_check_text(text)))
+        # pieces: a long text is cut where the pre-tokenizer splits the same way with or without
+        # the cut (see _chunks) and the pieces are encoded as a batch. Same ids as one call; the
+        # 4.8M-character corpus takes about 2.5 s instead of 7.
+        pieces = list(_chunks(_check_text(text))) if self._cuttable else [text]
         if len(pieces) == 1:
             return self.hf.encode(text, add_special_tokens=False).ids
         return [i for e in self.hf.encode_batch(pieces, add_special_tokens=False) for i in e.ids]
 
     def encode_batch(self, texts) -> list[list[int]]:
         texts = _check_texts(texts)
-        if any(len(t) > _CHUNK for t in texts):
+        if self._cuttable and any(len(t) > _CHUNK for t in texts):
             return [self.encode(t) for t in texts]
         return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
 
@@ -253,9 +265,9 @@ class BPETokenizer(_LibraryTokenizer):
         special_tokens = _check_special_tokens(special_tokens)
         _check_text(text, nonempty=True)
         low = 256 + len(special_tokens)
-        if check_positive_int(vocab_size, "vocab_size") < low:
-            raise ValueError(f"vocab_size must be at least {low} (256 bytes + {len(special_tokens)} special tokens), "
-                             f"got {vocab_size}")
+        if not low <= _check_vocab_size(vocab_size) <= MAX_VOCAB_SIZE:
+            raise ValueError(f"vocab_size must be at least {low} (256 bytes + {len(special_tokens)} special tokens) "
+                             f"and at most {MAX_VOCAB_SIZE:,}, got {vocab_size}")
         trainer = hf.trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
                                          initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
         return cls._train(text, special_tokens, hf.models.BPE(),
@@ -264,6 +276,9 @@ class BPETokenizer(_LibraryTokenizer):
 
 class WordPieceTokenizer(_LibraryTokenizer):
     """WordPiece (as BERT, cased): words split at whitespace and punctuation, then into `##` pieces.
+
+    A word longer than 100 characters (`MAX_WORD_CHARS`, the library's `max_input_chars_per_word`, as
+    in BERT) is encoded as one `[UNK]`: longest-match-first spelling costs the square of the length.
 
     Training is not reproducible to the id: the library numbers the single-character `##x` pieces, and
     breaks ties between equally frequent pieces, in hash-map order, which changes from run to run. Save
@@ -276,40 +291,77 @@ class WordPieceTokenizer(_LibraryTokenizer):
     def train(cls, text: str, vocab_size: int, special_tokens=BERT_SPECIAL_TOKENS) -> WordPieceTokenizer:
         """Learn a vocabulary of about `vocab_size` tokens; "[UNK]" is added to the special tokens if missing.
 
-        Every character of the text is kept in the vocabulary, so a `vocab_size` below the alphabet
-        (with its `##` forms) gives a vocabulary the size of the alphabet.
+        Every character of the text is kept in the vocabulary in both forms, `x` (starting a word) and
+        `##x` (continuing one), so any word of those characters can be spelled. A `vocab_size` below
+        that alphabet gives a vocabulary the size of the alphabet.
         """
         special_tokens = _check_special_tokens(special_tokens)
         if UNK not in special_tokens:  # the model needs a token for words it cannot spell
             special_tokens += (UNK,)
         _check_text(text, nonempty=True)
-        if check_positive_int(vocab_size, "vocab_size") <= len(special_tokens):
-            raise ValueError(f"vocab_size must be more than the {len(special_tokens)} special tokens, got {vocab_size}")
+        if not len(special_tokens) < _check_vocab_size(vocab_size) <= MAX_VOCAB_SIZE:
+            raise ValueError(f"vocab_size must be more than the {len(special_tokens)} special tokens and at most "
+                             f"{MAX_VOCAB_SIZE:,}, got {vocab_size}")
         trainer = hf.trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
                                                show_progress=False)
         # cleanup=False: the library's cleanup rewrites text (" do not" -> " don't"), not only spaces
-        return cls._train(text, special_tokens, hf.models.WordPiece(unk_token=UNK),
-                          hf.pre_tokenizers.BertPreTokenizer(), hf.decoders.WordPiece(prefix="##", cleanup=False),
-                          trainer)
+        model = hf.models.WordPiece(unk_token=UNK, max_input_chars_per_word=MAX_WORD_CHARS)
+        tok = cls._train(text, special_tokens, model, hf.pre_tokenizers.BertPreTokenizer(),
+                         hf.decoders.WordPiece(prefix="##", cleanup=False), trainer)
+        tok._complete_alphabet()
+        return tok
+
+    def _complete_alphabet(self):
+        """Give every character both forms, `x` and `##x`: the library adds `##x` only for characters
+        it saw inside a word, so a word with a digit seen only at word starts ("1", "12") became [UNK].
+        The missing forms take the ids of the last (least frequent) merges, so the size stays the same."""
+        vocab = self.hf.get_vocab(with_added_tokens=False)
+        specials = set(self.special_tokens)
+        chars = {t.removeprefix("##") for t in vocab if t not in specials and len(t.removeprefix("##")) == 1}
+        missing = sorted({f for c in chars for f in (c, "##" + c)} - vocab.keys())
+        if not missing:
+            return
+        by_id = sorted(vocab, key=vocab.get)
+        merges = [t for t in by_id if t not in specials and len(t.removeprefix("##")) > 1]
+        dropped = set(merges[len(merges) - min(len(missing), len(merges)) :])
+        tokens = [t for t in by_id if t not in dropped] + missing
+        self.hf.model = hf.models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token=UNK,
+                                            max_input_chars_per_word=MAX_WORD_CHARS)
 
 
 load = Tokenizer.load
 from_dict = Tokenizer.from_dict
 
 
+def _visible(c: str) -> bool:
+    # not whitespace by any definition (Python's, or the Unicode White_Space of the library's regex)
+    return c.isprintable() and c != " "
+
+
 def _chunks(text: str, size: int = _CHUNK):
-    """Cut `text` into pieces of about `size` characters, each cut after a newline that precedes a
-    non-space character: no pre-token of either library spans such a cut."""
+    """Cut `text` into pieces of about `size` characters, each cut after a newline that has a visible
+    character on both sides ("said:\nWhy"): there the newline is a pre-token of its own, with or
+    without the cut, for GPT-2's byte-level regex and for BERT's split alike. A newline next to other
+    whitespace is not cut: the regex's `\\s+(?!\\S)` joins a run like "  \n" differently at the end
+    of a piece than in the middle of the text."""
     start = 0
     while len(text) - start > size:
         cut = text.find("\n", start + size)
-        while 0 <= cut < len(text) - 1 and text[cut + 1].isspace():
+        while 0 <= cut < len(text) - 1 and not (_visible(text[cut - 1]) and _visible(text[cut + 1])):
             cut = text.find("\n", cut + 1)
         if cut < 0 or cut >= len(text) - 1:
             break
         yield text[start:cut + 1]
         start = cut + 1
     yield text[start:]
+
+
+def _check_vocab_size(vocab_size) -> int:
+    # checked before the library sees it: a size like 10**12 aborts the whole process from Rust
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 1 <= vocab_size <= MAX_VOCAB_SIZE:
+        raise ValueError(f"vocab_size must be an integer in [1, {MAX_VOCAB_SIZE:,}] (the largest vocabularies "
+                         f"in use have about 256,000 tokens), got {vocab_size!r}")
+    return vocab_size
 
 
 def _check_text(text, nonempty: bool = False) -> str:

@@ -297,9 +297,8 @@ def test_sample_takes_min_p(text_file, tmp_path, capsys):
     assert outs[2] != outs[0]
 
 
-# This command prints whatever lmlab.decoding.stream yields; holding back an incomplete UTF-8 character is
-# stream()'s job, fixed in decoding.py for issue 12 by the helper who owns it. Remove the marker when it lands.
-@pytest.mark.xfail(strict=True, reason="needs the UTF-8-safe lmlab.decoding.stream of issue 12 (decoding.py)")
+# This command prints whatever lmlab.decoding.stream yields, which holds back an incomplete UTF-8 character
+# and drops one still unfinished when generation ends.
 def test_a_sample_cut_in_the_middle_of_a_character_never_prints_a_replacement_character(text_file, tmp_path, capsys):
     import torch
 

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 
-from lmlab.models import GPT, GPTConfig, MaskedLM, MaskedLMConfig, build
+from lmlab.models import GPT, GPTConfig, MaskedLM, MaskedLMConfig, build, parameter_count
 
 V = 13
 
@@ -41,7 +41,7 @@ def test_gpt_is_causal():
         changed = x.clone()
         changed[:, t + 1 :] = (x[:, t + 1 :] + 1 + torch.arange(x.shape[1] - t - 1)) % V  # every later token differs
         out = model(changed)
-        torch.testing.assert_close(out[:, : t + 1], base[:, : t + 1], rtol=0, atol=1e-6)
+        torch.testing.assert_close(out[:, : t + 1], base[:, : t + 1], rtol=0, atol=1e-5)
         assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :], atol=1e-4)  # the change itself is visible
 
 
@@ -202,7 +202,45 @@ def hand_count(V, block, L, C, bias, tie):
 @pytest.mark.parametrize("tie", [True, False])
 def test_num_parameters_matches_a_hand_count(bias, tie):
     model = gpt(n_layer=3, bias=bias, tie_weights=tie)
-    assert model.num_parameters() == hand_count(V, 16, 3, 16, bias, tie)
+    assert model.num_parameters() == hand_count(V, 16, 3, 16, bias, tie) == parameter_count(model.config)
+    mlm = masked_lm(n_layer=1, n_embd=24, n_head=3, bias=bias, tie_weights=tie)
+    assert mlm.num_parameters() == parameter_count(mlm.config)
+
+
+@pytest.mark.parametrize("config", [
+    dict(vocab_size=10**12),  # 1.3e14 parameters
+    dict(n_embd=1_000_000, n_head=1, n_layer=1),  # 1.2e13: the attention alone
+    dict(block_size=10**10),
+    dict(n_embd=16_384, n_head=16, n_layer=1),  # 3.2e9: just over 2**31
+    dict(n_layer=10**6, n_embd=2, n_head=1),  # few parameters, but a million Python modules
+])
+@pytest.mark.parametrize("make", [GPTConfig, MaskedLMConfig])
+def test_absurd_sizes_are_refused_before_anything_is_allocated(make, config):
+    with pytest.raises(ValueError, match=r"^config") as err:
+        GPT(make(**config)) if make is GPTConfig else MaskedLM(make(**config))
+    assert "\n" not in str(err.value) and ". " not in str(err.value)
+    with pytest.raises(ValueError, match=r"^config"):
+        build("gpt" if make is GPTConfig else "masked_lm", dict(config))
+
+
+def test_parameter_count_of_gpt2_small_is_the_published_one_and_within_the_bound():
+    gpt2 = GPTConfig(vocab_size=50_257, block_size=1024, n_layer=12, n_head=12, n_embd=768)
+    assert parameter_count(gpt2) == 124_439_808 < 2**31
+
+
+@pytest.mark.parametrize("field, value", [("bias", 1), ("tie_weights", "yes"), ("dropout", "0.1"),
+                                          ("dropout", float("nan")), ("pad_token_id", V), ("pad_token_id", True)])
+def test_config_fields_of_the_wrong_type_are_refused(field, value):
+    with pytest.raises(ValueError, match=rf"^config\.{field}"):
+        masked_lm(**{field: value})
+
+
+def test_a_cache_too_large_for_memory_is_refused():
+    model = gpt()
+    with pytest.raises(ValueError, match="^batch_size=10,000,000,000 needs a cache"):
+        model.new_cache(10**10)
+    with pytest.raises(ValueError, match="^batch_size"):
+        model.new_cache(True)
 
 
 def test_tie_weights():

@@ -1,4 +1,5 @@
 import json
+import random
 
 import pytest
 import torch
@@ -220,3 +221,88 @@ def test_load_refuses_missing_broken_and_mismatched_files(tmp_path, char):
         tokenizers.from_dict({"type": "bpe", "special_tokens": []})
     with pytest.raises(ValueError, match="path must be a str or a path"):
         char.save(123)
+
+
+# --- hostile input: long texts, rare characters, long words, absurd sizes ---------------------------
+
+
+def whitespace_soup(n_lines, seed):
+    """Lines of words ending in every kind of whitespace run, joined by every kind of line break."""
+    rng = random.Random(seed)
+    words = ["the", "king", "said", "Why", "no", "1601", "o'er", "naïve", "café", ":", "—", "!"]
+    trailing = ["", " ", "  ", "\t", " \t ", "\u00a0", "\u3000", "   "]
+    breaks = ["\n", "\r\n", "\n\n", "\n \n", "\n  ", " \n", "  \n\n", "\t\n", "\n\t"]
+    return "".join(" ".join(rng.choices(words, k=rng.randint(1, 8))) + rng.choice(trailing) + rng.choice(breaks)
+                   for _ in range(n_lines))
+
+
+@pytest.fixture(scope="module")
+def soup_tokenizers():
+    text = whitespace_soup(3000, seed=0)  # merges of whitespace runs (" \n", "\t\n", "  ") get learned
+    return BPETokenizer.train(text, 400), WordPieceTokenizer.train(text, 200)
+
+
+def test_long_texts_with_whitespace_runs_give_the_ids_of_one_library_call(soup_tokenizers):
+    bpe, wordpiece = soup_tokenizers
+    for seed in range(1, 4):
+        text = whitespace_soup(2500, seed)
+        assert len(text) > 10 * tokenizers._CHUNK and len(list(tokenizers._chunks(text))) > 5
+        for tok in (bpe, wordpiece):
+            assert tok.encode(text) == tok.hf.encode(text, add_special_tokens=False).ids, (type(tok).__name__, seed)
+            assert tok.encode_batch([text, text[:100]])[0] == tok.encode(text)
+    # a cut that would fall inside a run of spaces and a newline, right at the chunk size
+    line = "x" * (tokenizers._CHUNK - 3) + "  \nNext\n"
+    text = (line * 3) + "end"
+    assert bpe.encode(text) == bpe.hf.encode(text, add_special_tokens=False).ids
+    assert bpe.decode(bpe.encode(text)) == text
+
+
+def test_a_special_token_spanning_a_newline_is_never_cut():
+    bpe = BPETokenizer.train("to be or not to be\n" * 50, 300, special_tokens=("<end\nof>",))
+    text = ("to be or not to be <end\nof>\n" * 400)
+    assert bpe.encode(text) == bpe.hf.encode(text, add_special_tokens=False).ids
+    assert bpe.encode(text).count(bpe.special_ids["<end\nof>"]) == 400
+
+
+def test_wordpiece_spells_characters_seen_only_at_word_starts():
+    # in this text 1, 2 and z only ever start a word: the library gives them no ##1, ##2, ##z
+    text = "1 2 z 1 2 z ab ab abc " * 10
+    tok = WordPieceTokenizer.train(text, 40)
+    unk = tok.special_ids["[UNK]"]
+    for word in ("12", "21", "az", "z1", "ba", "cab"):
+        ids = tok.encode(word)
+        assert unk not in ids and tok.decode(ids) == word, (word, tok.tokens(word))
+    vocab = tok.hf.get_vocab()
+    assert all("##" + c in vocab for c in "12zabc")
+
+
+def test_wordpiece_keeps_its_vocabulary_size_when_completing_the_alphabet():
+    sample = shakespeare("train")[:300_000]
+    tok = WordPieceTokenizer.train(sample, 1000)
+    assert tok.vocab_size == 1000
+    words = "".join(sample.split())
+    chars = {c for c in words}
+    vocab = tok.hf.get_vocab()
+    assert all(c in vocab and "##" + c in vocab for c in chars)
+    # J and Q only start words in these plays (names): without ##J and ##Q these were [UNK]
+    assert not any(a.isalpha() and b in "JQ" for a, b in zip(sample, sample[1:]))
+    for word in ("HAJ", "aQu", "QJ", "Juliet"):
+        assert tok.decode(tok.encode(word)) == word
+
+
+def test_wordpiece_words_longer_than_100_characters_become_unk(wordpiece):
+    unk = wordpiece.special_ids["[UNK]"]
+    assert tokenizers.MAX_WORD_CHARS == 100
+    assert unk not in wordpiece.encode("a" * 100)
+    assert wordpiece.encode("a" * 101) == [unk]
+    to, be = wordpiece.token_to_id("to"), wordpiece.token_to_id("be")
+    assert wordpiece.encode("to " + "b" * 101 + " be") == [to, unk, be]
+
+
+@pytest.mark.parametrize("vocab_size", [10**12, 1_000_001, 2**64])
+@pytest.mark.parametrize("cls", [BPETokenizer, WordPieceTokenizer])
+def test_absurd_vocab_size_is_refused_before_the_library_sees_it(cls, vocab_size):
+    # the library aborts the whole process (a Rust panic) on 10**12
+    with pytest.raises(ValueError, match=r"^vocab_size must .*1,000,000.*, got") as err:
+        cls.train("some text", vocab_size)
+    assert "\n" not in str(err.value)
