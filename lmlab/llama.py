@@ -370,7 +370,7 @@ def _expected_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
 
 
 def from_gguf(path, block_size: int | None = None, dtype=torch.float32, device="cpu") -> Llama:
-    """A `Llama` with the weights of the GGUF file at `path`, dequantized to `dtype`, in eval mode.
+    """A `Llama` with the weights of the GGUF file at `path` (or an open GGUFFile), as `dtype`, in eval mode.
 
     The model is built on the meta device (no memory), then each tensor is dequantized on its own
     and put in place: the peak memory is the model plus one tensor. Every tensor's name, shape and
@@ -380,33 +380,36 @@ def from_gguf(path, block_size: int | None = None, dtype=torch.float32, device="
 
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
-    with GGUFFile(path) as f:
-        config = gguf_config(f, block_size)
-        names = _gguf_names(config)
-        shapes = _expected_shapes(config)
-        where = f"path {str(f.path)!r}"
-        extra = sorted(f.tensors.keys() - names.keys())
-        if extra:
-            raise ValueError(f"{where} has a tensor {extra[0]!r} that a {config.n_layer}-layer Llama does not use")
-        for name, ours in names.items():
-            info = f.tensors.get(name)
-            if info is None:
-                raise ValueError(f"{where} lacks the tensor {name!r}")
-            if info.shape != shapes[ours]:
-                raise ValueError(f"{where} has {name!r} of shape {info.shape}, expected {shapes[ours]}")
-            if info.type not in DEQUANTIZE:
-                raise ValueError(f"{where} stores {name!r} as {info.type}, which lmlab cannot dequantize "
-                                 f"(supported: {', '.join(DEQUANTIZE)})")
-        with torch.device("meta"):
-            model = Llama(config)
-        state = {}
-        for name, ours in names.items():
-            t = f.tensor(name, dtype)
-            if name.endswith("attn_q.weight"):
-                t = unpermute_rope(t, config.n_head)
-            elif name.endswith("attn_k.weight"):
-                t = unpermute_rope(t, config.n_kv_head)
-            state[ours] = _decode_layout(t.to(device))
+    if not isinstance(path, GGUFFile):
+        with GGUFFile(path) as f:
+            return from_gguf(f, block_size, dtype, device)
+    f = path  # an open lmlab.gguf.GGUFFile
+    config = gguf_config(f, block_size)
+    names = _gguf_names(config)
+    shapes = _expected_shapes(config)
+    where = f"path {str(f.path)!r}"
+    extra = sorted(f.tensors.keys() - names.keys())
+    if extra:
+        raise ValueError(f"{where} has a tensor {extra[0]!r} that a {config.n_layer}-layer Llama does not use")
+    for name, ours in names.items():
+        info = f.tensors.get(name)
+        if info is None:
+            raise ValueError(f"{where} lacks the tensor {name!r}")
+        if info.shape != shapes[ours]:
+            raise ValueError(f"{where} has {name!r} of shape {info.shape}, expected {shapes[ours]}")
+        if info.type not in DEQUANTIZE:
+            raise ValueError(f"{where} stores {name!r} as {info.type}, which lmlab cannot dequantize "
+                             f"(supported: {', '.join(DEQUANTIZE)})")
+    with torch.device("meta"):
+        model = Llama(config)
+    state = {}
+    for name, ours in names.items():
+        t = f.tensor(name, dtype)
+        if name.endswith("attn_q.weight"):
+            t = unpermute_rope(t, config.n_head)
+        elif name.endswith("attn_k.weight"):
+            t = unpermute_rope(t, config.n_kv_head)
+        state[ours] = _decode_layout(t.to(device))
     return _finish(model, state, device)
 
 
