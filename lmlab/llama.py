@@ -141,16 +141,18 @@ class SwiGLU(nn.Module):
 
     GPT's MLP is down(gelu(up(x))). Here a second projection, passed through SiLU, decides how much
     of each hidden unit gets through: three matrices instead of two, with a narrower hidden layer.
+    The gate and up matrices are stacked in one Linear, `gate_up` (rows 0..hidden-1: gate), so that
+    both come out of one matrix product.
     """
 
     def __init__(self, n_embd: int, hidden: int):
         super().__init__()
-        self.gate_proj = nn.Linear(n_embd, hidden, bias=False)
-        self.up_proj = nn.Linear(n_embd, hidden, bias=False)
-        self.down_proj = nn.Linear(hidden, n_embd, bias=False)
+        self.gate_up = nn.Linear(n_embd, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, n_embd, bias=False)
 
     def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
 
 
 class LlamaKVCache(KVCache):
@@ -198,24 +200,25 @@ class GroupedQueryAttention(nn.Module):
     """Causal self-attention in which groups of `n_head // n_kv_head` query heads share a key/value head.
 
     x: (batch, seq, n_embd) -> (batch, seq, n_embd). Queries and keys are turned by `apply_rotary`
-    before they meet, which is all the model knows about positions.
+    before they meet, which is all the model knows about positions. As in GPT, one Linear `qkv`
+    computes queries, keys and values together; its rows are the n_head query heads, then the
+    n_kv_head key heads, then the n_kv_head value heads (for SmolLM2: 576 + 192 + 192 rows).
     """
 
     def __init__(self, config: LlamaConfig):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
-        self.q_proj = nn.Linear(config.n_embd, config.n_head * config.head_dim, bias=False)
-        self.k_proj = nn.Linear(config.n_embd, config.n_kv_head * config.head_dim, bias=False)
-        self.v_proj = nn.Linear(config.n_embd, config.n_kv_head * config.head_dim, bias=False)
-        self.o_proj = nn.Linear(config.n_head * config.head_dim, config.n_embd, bias=False)
+        self.qkv = nn.Linear(config.n_embd, (config.n_head + 2 * config.n_kv_head) * config.head_dim, bias=False)
+        self.proj = nn.Linear(config.n_head * config.head_dim, config.n_embd, bias=False)
 
     def forward(self, x, cos, sin, cache: LlamaKVCache | None = None, layer: int = 0):
         """cos, sin: (seq, head_dim) of the positions of x; with `cache`, x continues the cached tokens."""
         B, T, _ = x.shape
         H, G, D = self.n_head, self.n_kv_head, self.head_dim
-        q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)  # (batch, n_head, seq, head_dim)
-        k = self.k_proj(x).view(B, T, G, D).transpose(1, 2)  # (batch, n_kv_head, seq, head_dim)
-        v = self.v_proj(x).view(B, T, G, D).transpose(1, 2)
+        q, k, v = self.qkv(x).split([H * D, G * D, G * D], dim=-1)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (batch, n_head, seq, head_dim)
+        k = k.view(B, T, G, D).transpose(1, 2)  # (batch, n_kv_head, seq, head_dim)
+        v = v.view(B, T, G, D).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.append(layer, k, v)
@@ -229,7 +232,7 @@ class GroupedQueryAttention(nn.Module):
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T).repeat(H // G, 1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.view(B, H, T, D).transpose(1, 2).reshape(B, T, H * D)  # heads side by side again
-        return self.o_proj(y)
+        return self.proj(y)
 
 
 class LlamaBlock(nn.Module):
@@ -305,18 +308,43 @@ def unpermute_rope(weight, n_heads: int):
     return weight[rows]
 
 
-def _gguf_names(config: LlamaConfig) -> dict[str, str]:
-    """GGUF tensor name -> our parameter name."""
-    names = {"token_embd.weight": "tok_emb.weight", "output_norm.weight": "norm_f.weight"}
+# The pieces each of our matrices is made of, as GGUF and Hugging Face files store them: our `qkv`
+# stacks q, k and v along its rows, `gate_up` stacks gate and up.
+_PARTS = {
+    "norm_1": [("attn_norm", "input_layernorm")],
+    "attn.qkv": [("attn_q", "self_attn.q_proj"), ("attn_k", "self_attn.k_proj"), ("attn_v", "self_attn.v_proj")],
+    "attn.proj": [("attn_output", "self_attn.o_proj")],
+    "norm_2": [("ffn_norm", "post_attention_layernorm")],
+    "mlp.gate_up": [("ffn_gate", "mlp.gate_proj"), ("ffn_up", "mlp.up_proj")],
+    "mlp.down": [("ffn_down", "mlp.down_proj")],
+}
+
+
+def _file_names(config: LlamaConfig, kind: str) -> dict[str, list[str]]:
+    """Our parameter name -> the tensors it stacks along its rows, named as in a "gguf" or "hf" file."""
+    k = 0 if kind == "gguf" else 1
+    top = {"tok_emb.weight": ("token_embd.weight", "model.embed_tokens.weight"),
+           "norm_f.weight": ("output_norm.weight", "model.norm.weight")}
     if not config.tie_weights:
-        names["output.weight"] = "head.weight"
-    ours = {"attn_norm": "norm_1", "attn_q": "attn.q_proj", "attn_k": "attn.k_proj", "attn_v": "attn.v_proj",
-            "attn_output": "attn.o_proj", "ffn_norm": "norm_2", "ffn_gate": "mlp.gate_proj",
-            "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+        top["head.weight"] = ("output.weight", "lm_head.weight")
+    names = {ours: [theirs[k]] for ours, theirs in top.items()}
     for i in range(config.n_layer):
-        for theirs, mine in ours.items():
-            names[f"blk.{i}.{theirs}.weight"] = f"blocks.{i}.{mine}.weight"
+        prefix = f"blk.{i}." if kind == "gguf" else f"model.layers.{i}."
+        for ours, parts in _PARTS.items():
+            names[f"blocks.{i}.{ours}.weight"] = [f"{prefix}{p[k]}.weight" for p in parts]
     return names
+
+
+def _part_shapes(config: LlamaConfig) -> dict[str, list[tuple[int, ...]]]:
+    """Our parameter name -> the shape of each piece it stacks, without building the model."""
+    with torch.device("meta"):
+        model = Llama(config)
+    D, H, G, I = config.head_dim, config.n_head, config.n_kv_head, config.intermediate_size
+    shapes = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        rows = [H * D, G * D, G * D] if name.endswith("attn.qkv.weight") else [I, I] if name.endswith("gate_up.weight") else [p.shape[0]]
+        shapes[name] = [(r, *p.shape[1:]) for r in rows]
+    return shapes
 
 
 def gguf_config(gguf_file, block_size: int | None = None) -> LlamaConfig:
@@ -362,13 +390,6 @@ def gguf_config(gguf_file, block_size: int | None = None) -> LlamaConfig:
     return config
 
 
-def _expected_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
-    """Our parameter name -> shape, without building the model."""
-    with torch.device("meta"):
-        model = Llama(config)
-    return {name: tuple(p.shape) for name, p in model.named_parameters(remove_duplicate=False)}
-
-
 def from_gguf(path, block_size: int | None = None, dtype=torch.float32, device="cpu") -> Llama:
     """A `Llama` with the weights of the GGUF file at `path` (or an open GGUFFile), as `dtype`, in eval mode.
 
@@ -385,44 +406,44 @@ def from_gguf(path, block_size: int | None = None, dtype=torch.float32, device="
             return from_gguf(f, block_size, dtype, device)
     f = path  # an open lmlab.gguf.GGUFFile
     config = gguf_config(f, block_size)
-    names = _gguf_names(config)
-    shapes = _expected_shapes(config)
+    names, shapes = _file_names(config, "gguf"), _part_shapes(config)
     where = f"path {str(f.path)!r}"
-    extra = sorted(f.tensors.keys() - names.keys())
+    extra = sorted(f.tensors.keys() - {name for parts in names.values() for name in parts})
     if extra:
         raise ValueError(f"{where} has a tensor {extra[0]!r} that a {config.n_layer}-layer Llama does not use")
-    for name, ours in names.items():
-        info = f.tensors.get(name)
-        if info is None:
-            raise ValueError(f"{where} lacks the tensor {name!r}")
-        if info.shape != shapes[ours]:
-            raise ValueError(f"{where} has {name!r} of shape {info.shape}, expected {shapes[ours]}")
-        if info.type not in DEQUANTIZE:
-            raise ValueError(f"{where} stores {name!r} as {info.type}, which lmlab cannot dequantize "
-                             f"(supported: {', '.join(DEQUANTIZE)})")
+    for ours, parts in names.items():
+        for name, shape in zip(parts, shapes[ours]):
+            info = f.tensors.get(name)
+            if info is None:
+                raise ValueError(f"{where} lacks the tensor {name!r}")
+            if info.shape != shape:
+                raise ValueError(f"{where} has {name!r} of shape {info.shape}, expected {shape}")
+            if info.type not in DEQUANTIZE:
+                raise ValueError(f"{where} stores {name!r} as {info.type}, which lmlab cannot dequantize "
+                                 f"(supported: {', '.join(DEQUANTIZE)})")
     with torch.device("meta"):
         model = Llama(config)
     state = {}
-    for name, ours in names.items():
-        t = f.tensor(name, dtype)
-        if name.endswith("attn_q.weight"):
-            t = unpermute_rope(t, config.n_head)
-        elif name.endswith("attn_k.weight"):
-            t = unpermute_rope(t, config.n_kv_head)
-        state[ours] = _decode_layout(t.to(device))
+    for ours, parts in names.items():
+        pieces = [f.tensor(name, dtype) for name in parts]
+        if ours.endswith("attn.qkv.weight"):  # q and k rows back in the order the model was trained with
+            pieces[0], pieces[1] = unpermute_rope(pieces[0], config.n_head), unpermute_rope(pieces[1], config.n_kv_head)
+        state[ours] = _decode_layout(torch.cat(pieces).to(device) if len(pieces) > 1 else pieces[0].to(device))
     return _finish(model, state, device)
 
 
 def _decode_layout(weight):
-    """The same matrix (out_features, in_features), its numbers stored column by column on the CPU.
+    """The same matrix (out_features, in_features), its numbers stored column by column where that is faster.
 
     Generating one token multiplies one vector by every weight: the speed is how fast the weights
-    stream from memory. With the numbers of each input feature side by side (the transposed storage),
-    the CPU's matrix-vector kernel runs about twice as fast as with torch's usual row-by-row storage.
-    Values, shape and results are unchanged (up to float rounding); only the strides differ.
+    stream from memory. For matrices at least as wide as they are tall (qkv, proj, gate_up, and the
+    49,152-row embedding used as the output head), the CPU's matrix-vector kernel (MKL) measured up
+    to twice as fast with each input feature's numbers side by side (transposed storage); for the
+    others (down) it was slower, so they keep torch's usual storage. Values, shapes and results are
+    unchanged (up to float rounding); only the strides differ. See benchmarks/bench_real_model.py.
     """
-    if weight.dim() != 2 or weight.device.type != "cpu":
-        return weight
+    if weight.dim() != 2 or weight.device.type != "cpu" or weight.shape[0] < weight.shape[1]:
+        return weight.contiguous()
     return weight.t().contiguous().t()
 
 
@@ -439,20 +460,6 @@ def _finish(model: Llama, state: dict, device) -> Llama:
 
 
 # ------------------------------------------------------------------------- Hugging Face layout
-def _hf_names(config: LlamaConfig) -> dict[str, str]:
-    """Hugging Face parameter name -> ours."""
-    names = {"model.embed_tokens.weight": "tok_emb.weight", "model.norm.weight": "norm_f.weight"}
-    if not config.tie_weights:
-        names["lm_head.weight"] = "head.weight"
-    ours = {"input_layernorm": "norm_1", "post_attention_layernorm": "norm_2"}
-    ours.update({f"self_attn.{p}": f"attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "o_proj")})
-    ours.update({f"mlp.{p}": f"mlp.{p}" for p in ("gate_proj", "up_proj", "down_proj")})
-    for i in range(config.n_layer):
-        for theirs, mine in ours.items():
-            names[f"model.layers.{i}.{theirs}.weight"] = f"blocks.{i}.{mine}.weight"
-    return names
-
-
 def save_hf_dir(model: Llama, path, bos_token_id: int | None = None, eos_token_id: int | None = None) -> None:
     """Write config.json and model.safetensors in the Hugging Face layout into folder `path`."""
     from safetensors.torch import save_file
@@ -471,8 +478,11 @@ def save_hf_dir(model: Llama, path, bos_token_id: int | None = None, eos_token_i
         "bos_token_id": bos_token_id, "eos_token_id": eos_token_id,
         "torch_dtype": str(model.tok_emb.weight.dtype).removeprefix("torch."),
     }
-    own = model.state_dict()
-    tensors = {theirs: own[ours].contiguous() for theirs, ours in _hf_names(c).items()}
+    own, shapes = model.state_dict(), _part_shapes(c)
+    tensors = {}
+    for ours, parts in _file_names(c, "hf").items():
+        pieces = own[ours].split([shape[0] for shape in shapes[ours]])
+        tensors.update({name: piece.contiguous() for name, piece in zip(parts, pieces)})
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
     (path / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
 
@@ -508,22 +518,23 @@ def from_hf_dir(path, block_size: int | None = None, dtype=torch.float32, device
         if not 1 <= check_positive_int(block_size, "block_size") <= config.block_size:
             raise ValueError(f"block_size must be in [1, {config.block_size}] (the model's context), got {block_size}")
         config.block_size = block_size
-    shapes = _expected_shapes(config)
-    names = _hf_names(config)
+    names, shapes = _file_names(config, "hf"), _part_shapes(config)
+    wanted = {name: shape for ours, parts in names.items() for name, shape in zip(parts, shapes[ours])}
     state = {}
     with safe_open(str(path / "model.safetensors"), framework="pt") as f:
         stored = set(f.keys())
         if config.tie_weights:
             stored.discard("lm_head.weight")  # some writers store the tied copy too
-        if stored != names.keys():
-            odd = sorted(stored ^ names.keys())[:3]
+        if stored != wanted.keys():
+            odd = sorted(stored ^ wanted.keys())[:3]
             raise ValueError(f"{where} has model.safetensors whose tensors do not fit its config.json (e.g. {odd})")
-        for theirs, ours in names.items():
-            shape = tuple(f.get_slice(theirs).get_shape())
-            if shape != shapes[ours]:
-                raise ValueError(f"{where} has {theirs!r} of shape {shape}, expected {shapes[ours]}")
+        for name, shape in wanted.items():
+            stored_shape = tuple(f.get_slice(name).get_shape())
+            if stored_shape != shape:
+                raise ValueError(f"{where} has {name!r} of shape {stored_shape}, expected {shape}")
         with torch.device("meta"):
             model = Llama(config)
-        for theirs, ours in names.items():
-            state[ours] = _decode_layout(f.get_tensor(theirs).to(device=device, dtype=dtype))
+        for ours, parts in names.items():
+            pieces = [f.get_tensor(name).to(device=device, dtype=dtype) for name in parts]
+            state[ours] = _decode_layout(torch.cat(pieces) if len(pieces) > 1 else pieces[0])
     return _finish(model, state, device)

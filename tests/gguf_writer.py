@@ -105,24 +105,22 @@ def llama_gguf(model, type_name="F32", arch="llama", metadata=None, drop=(), typ
     meta.update(metadata or {})
     metadata = [(key, *tv) for key, tv in meta.items() if tv is not None]
     sd = model.state_dict()
-    names = {"token_embd.weight": "tok_emb.weight", "output_norm.weight": "norm_f.weight"}
+    H, G, D = c.n_head, c.n_kv_head, c.head_dim
+    weights = {"token_embd.weight": sd["tok_emb.weight"], "output_norm.weight": sd["norm_f.weight"]}
     if not c.tie_weights:
-        names["output.weight"] = "head.weight"
-    per_layer = {"attn_norm": "norm_1", "attn_q": "attn.q_proj", "attn_k": "attn.k_proj", "attn_v": "attn.v_proj",
-                 "attn_output": "attn.o_proj", "ffn_norm": "norm_2", "ffn_gate": "mlp.gate_proj",
-                 "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+        weights["output.weight"] = sd["head.weight"]
     for i in range(c.n_layer):
-        for theirs, ours in per_layer.items():
-            names[f"blk.{i}.{theirs}.weight"] = f"blocks.{i}.{ours}.weight"
+        b, ours = f"blk.{i}.", f"blocks.{i}."
+        q, k, v = sd[ours + "attn.qkv.weight"].split([H * D, G * D, G * D])  # lmlab stacks what GGUF keeps apart
+        gate, up = sd[ours + "mlp.gate_up.weight"].chunk(2)
+        weights.update({b + "attn_norm.weight": sd[ours + "norm_1.weight"], b + "attn_q.weight": permute_for_llama_cpp(q, H),
+                        b + "attn_k.weight": permute_for_llama_cpp(k, G), b + "attn_v.weight": v,
+                        b + "attn_output.weight": sd[ours + "attn.proj.weight"], b + "ffn_norm.weight": sd[ours + "norm_2.weight"],
+                        b + "ffn_gate.weight": gate, b + "ffn_up.weight": up, b + "ffn_down.weight": sd[ours + "mlp.down.weight"]})
     tensors = []
-    for name, ours in names.items():
+    for name, w in weights.items():
         if name in drop:
             continue
-        w = sd[ours]
-        if name.endswith("attn_q.weight"):
-            w = permute_for_llama_cpp(w, c.n_head)
-        elif name.endswith("attn_k.weight"):
-            w = permute_for_llama_cpp(w, c.n_kv_head)
         t = (types or {}).get(name, type_name if w.dim() == 2 else "F32")  # norms stay F32, as in real files
         tensors.append((name, tuple(w.shape), t, quantize(w, t) if t != "Q5_0" else bytes(w.numel() // 32 * 22)))
     return gguf_bytes(metadata, tensors)

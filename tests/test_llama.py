@@ -89,8 +89,9 @@ def test_unpermute_rope_undoes_the_converters_reordering():
 def test_swiglu_is_down_of_silu_gate_times_up():
     mlp = SwiGLU(8, 12)
     x = torch.randn(2, 3, 8)
-    g, u = x @ mlp.gate_proj.weight.T, x @ mlp.up_proj.weight.T
-    assert torch.allclose(mlp(x), (g * torch.sigmoid(g) * u) @ mlp.down_proj.weight.T, atol=1e-6)
+    w_gate, w_up = mlp.gate_up.weight.split(12)  # the gate's rows first
+    g, u = x @ w_gate.T, x @ w_up.T
+    assert torch.allclose(mlp(x), (g * torch.sigmoid(g) * u) @ mlp.down.weight.T, atol=1e-6)
 
 
 def test_grouped_query_attention_equals_each_query_head_reading_its_groups_key_value_head():
@@ -100,12 +101,13 @@ def test_grouped_query_attention_equals_each_query_head_reading_its_groups_key_v
     B, T, H, G, D = 2, 7, config.n_head, config.n_kv_head, config.head_dim
     x = torch.randn(B, T, config.n_embd)
     cos, sin = RotaryEmbedding(D, 16, config.rope_theta)(0, T)
-    q = apply_rotary((x @ attn.q_proj.weight.T).view(B, T, H, D).transpose(1, 2), cos, sin)
-    k = apply_rotary((x @ attn.k_proj.weight.T).view(B, T, G, D).transpose(1, 2), cos, sin)
-    v = (x @ attn.v_proj.weight.T).view(B, T, G, D).transpose(1, 2)
+    w_q, w_k, w_v = attn.qkv.weight.split([H * D, G * D, G * D])  # query heads, then key heads, then value heads
+    q = apply_rotary((x @ w_q.T).view(B, T, H, D).transpose(1, 2), cos, sin)
+    k = apply_rotary((x @ w_k.T).view(B, T, G, D).transpose(1, 2), cos, sin)
+    v = (x @ w_v.T).view(B, T, G, D).transpose(1, 2)
     k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)  # head h reads kv head h // (H/G)
     scores = (q @ k.transpose(-1, -2) / math.sqrt(D)).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), -math.inf)
-    y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, H * D) @ attn.o_proj.weight.T
+    y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, H * D) @ attn.proj.weight.T
     assert torch.allclose(attn(x, cos, sin), y, atol=1e-5)
 
 
@@ -220,7 +222,7 @@ def test_quantized_weights_are_dequantized_and_an_untied_head_is_read(tmp_path):
     assert loaded.config.block_size == 50 and loaded.tok_emb.weight.dtype == torch.bfloat16
     assert loaded.head.weight is not loaded.tok_emb.weight
     with GGUFFile(path) as f:
-        assert torch.equal(loaded.blocks[1].mlp.up_proj.weight, f.tensor("blk.1.ffn_up.weight", torch.bfloat16))
+        assert torch.equal(loaded.blocks[1].mlp.gate_up.weight[64:], f.tensor("blk.1.ffn_up.weight", torch.bfloat16))
     assert torch.allclose(loaded.head.weight.float(), model.head.weight, atol=0.01)
     assert loaded(ids(1, 50)).dtype == torch.bfloat16
 
@@ -258,9 +260,10 @@ def test_a_context_beyond_the_files_or_a_bad_dtype_is_one_sentence(tmp_path):
 
 
 def test_the_loaded_weights_are_stored_for_fast_matrix_vector_products(tmp_path):
-    loaded = llama.from_gguf(_gguf(tmp_path, tiny()))
-    w = loaded.blocks[0].mlp.up_proj.weight
-    assert w.shape == (64, 64) and w.stride() == (1, 64)  # same matrix, stored column by column
+    loaded = llama.from_gguf(_gguf(tmp_path, tiny(intermediate_size=128)))
+    w = loaded.blocks[0].mlp.gate_up.weight
+    assert w.shape == (256, 64) and w.stride() == (1, 256)  # a wide matrix, stored column by column
+    assert loaded.blocks[0].mlp.down.weight.stride() == (128, 1)  # a tall one, row by row as usual
     assert loaded.tok_emb.weight.stride() == (1, 96)
 
 

@@ -339,8 +339,8 @@ def test_half_split_rope_on_unpermuted_weights_equals_interleaved_rope_on_the_st
     def heads(w):
         return (h @ w.T).view(1, T, -1, D).transpose(1, 2)
 
-    attn = model.blocks[0].attn
-    q, k = apply_rotary(heads(attn.q_proj.weight), cos, sin), apply_rotary(heads(attn.k_proj.weight), cos, sin)
+    w_q, w_k, _ = model.blocks[0].attn.qkv.weight.split([9 * D, 3 * D, 3 * D])  # 9 query heads, 3 key/value heads
+    q, k = apply_rotary(heads(w_q), cos, sin), apply_rotary(heads(w_k), cos, sin)
     q_stored = apply_rotary_interleaved(heads(stored_q), cos, sin)
     k_stored = apply_rotary_interleaved(heads(stored_k), cos, sin)
     order = torch.arange(D).view(2, D // 2).T.reshape(-1)  # llama.cpp's number 2i + s is the trained s * D / 2 + i
@@ -357,16 +357,16 @@ def test_rope_in_the_wrong_layout_changes_the_logits(real, gguf_path):
     model, tok = real
     x = torch.tensor([tok.encode("The capital of France is")])
     right = model(x)[0, -1]
+    saved = [b.attn.qkv.weight.data for b in model.blocks]
     with GGUFFile(gguf_path) as f:
-        saved = [(b.attn.q_proj.weight.data, b.attn.k_proj.weight.data) for b in model.blocks]
         try:
             for i, b in enumerate(model.blocks):
-                b.attn.q_proj.weight.data = f.tensor(f"blk.{i}.attn_q.weight")
-                b.attn.k_proj.weight.data = f.tensor(f"blk.{i}.attn_k.weight")
+                v = saved[i][-192:]
+                b.attn.qkv.weight.data = torch.cat([f.tensor(f"blk.{i}.attn_q.weight"), f.tensor(f"blk.{i}.attn_k.weight"), v])
             wrong = model(x)[0, -1]
         finally:
-            for b, (q, k) in zip(model.blocks, saved):
-                b.attn.q_proj.weight.data, b.attn.k_proj.weight.data = q, k
+            for b, w in zip(model.blocks, saved):
+                b.attn.qkv.weight.data = w
     assert (right - wrong).abs().max() > 1.0
     assert torch.allclose(model(x)[0, -1], right)  # put back
 
