@@ -152,7 +152,8 @@ class GGUFFile:
     def _check_count(self, count, min_size, what):
         room = (len(self._map) - self._pos) // min_size
         if count > room:
-            raise ValueError(f"path {str(self.path)!r} is damaged: it claims {count:,} {what} but has room for at most {room:,}")
+            raise ValueError(f"path {str(self.path)!r} is damaged: it claims {count:,} {what} but has room for "
+                             f"at most {room:,}")
 
     def _take(self, n, what):
         if n > len(self._map) - self._pos:
@@ -258,5 +259,6 @@ DEQUANTIZE = {
 def dequantize(raw: np.ndarray, type: str, shape) -> np.ndarray:
     """Bytes `raw` (1-D uint8) of a tensor stored as `type` -> float32 array of `shape` (torch order)."""
     if type not in DEQUANTIZE:
-        raise ValueError(f"type must be one of {', '.join(DEQUANTIZE)} (the storage types lmlab can dequantize), got {type!r}")
+        raise ValueError(f"type must be one of {', '.join(DEQUANTIZE)} (the storage types lmlab can dequantize), "
+                         f"got {type!r}")
     return DEQUANTIZE[type](raw).reshape(shape)

@@ -158,10 +158,10 @@ class SwiGLU(nn.Module):
 class LlamaKVCache(KVCache):
     """Keys and values of every layer, each (batch, n_kv_head, positions, head_dim), rotated already.
 
-    With grouped-query attention the cache holds `n_kv_head` heads, not `n_head`: a third of GPT's
-    cache for SmolLM2. Unlike `KVCache`, it starts small and doubles when full (up to `block_size`
-    positions), so that an 8192-token context costs memory only when it is used. `reorder` and
-    `crop` (beam search, the sliding window of `lmlab.decoding`) are KVCache's.
+    With grouped-query attention the cache holds `n_kv_head` heads, not `n_head`: for SmolLM2, a
+    third of what multi-head attention would keep. Unlike `KVCache`, it starts small and doubles when
+    full (up to `block_size` positions), so that an 8192-token context costs memory only when it is
+    used. `reorder` and `crop` (beam search, the sliding window of `lmlab.decoding`) are KVCache's.
     """
 
     def __init__(self, n_layer, batch_size, n_kv_head, block_size, head_dim, dtype, device, reserve: int = 256):
@@ -342,9 +342,28 @@ def _part_shapes(config: LlamaConfig) -> dict[str, list[tuple[int, ...]]]:
     D, H, G, I = config.head_dim, config.n_head, config.n_kv_head, config.intermediate_size
     shapes = {}
     for name, p in model.named_parameters(remove_duplicate=False):
-        rows = [H * D, G * D, G * D] if name.endswith("attn.qkv.weight") else [I, I] if name.endswith("gate_up.weight") else [p.shape[0]]
+        rows = [p.shape[0]]
+        if name.endswith("attn.qkv.weight"):
+            rows = [H * D, G * D, G * D]
+        elif name.endswith("mlp.gate_up.weight"):
+            rows = [I, I]
         shapes[name] = [(r, *p.shape[1:]) for r in rows]
     return shapes
+
+
+MAX_CONTEXT = 131072  # longest context a file may ask for by default: its rotary tables take 64 MB
+
+
+def _check_block_size(block_size, context: int, where: str) -> int:
+    """The context to build: `block_size` if given (at most the model's), else the model's own."""
+    if block_size is None:
+        if context > MAX_CONTEXT:
+            raise ValueError(f"{where} asks for a context of {context:,} tokens, more than lmlab builds by default "
+                             f"({MAX_CONTEXT:,}); pass block_size= to load a shorter one")
+        return context
+    if not 1 <= check_positive_int(block_size, "block_size") <= context:
+        raise ValueError(f"block_size must be in [1, {context}] (the model's context), got {block_size}")
+    return block_size
 
 
 def gguf_config(gguf_file, block_size: int | None = None) -> LlamaConfig:
@@ -360,10 +379,10 @@ def gguf_config(gguf_file, block_size: int | None = None) -> LlamaConfig:
             raise ValueError(f"{where} lacks a valid llama.{key} (got {value!r})")
         return value
 
-    n_embd, n_head = get("embedding_length"), get("attention.head_count")
-    context = get("context_length")
-    if block_size is not None and not 1 <= check_positive_int(block_size, "block_size") <= context:
-        raise ValueError(f"block_size must be in [1, {context}] (the model's context), got {block_size}")
+    n_embd, n_head, n_layer = get("embedding_length"), get("attention.head_count"), get("block_count")
+    if n_layer > len(gguf_file.tensors):  # each block has 9 tensors: a count the file cannot back is refused early
+        raise ValueError(f"{where} claims {n_layer:,} blocks but holds only {len(gguf_file.tensors)} tensors")
+    block_size = _check_block_size(block_size, get("context_length"), where)
     vocab = gguf_file.tensors.get("token_embd.weight")
     if vocab is None:
         raise ValueError(f"{where} has no token_embd.weight tensor")
@@ -373,8 +392,8 @@ def gguf_config(gguf_file, block_size: int | None = None) -> LlamaConfig:
                          "supports only rotary embeddings over the whole head")
     config = LlamaConfig(
         vocab_size=vocab.shape[0],
-        block_size=block_size or context,
-        n_layer=get("block_count"),
+        block_size=block_size,
+        n_layer=n_layer,
         n_head=n_head,
         n_kv_head=m.get("llama.attention.head_count_kv", n_head),
         n_embd=n_embd,
@@ -495,7 +514,8 @@ def from_hf_dir(path, block_size: int | None = None, dtype=torch.float32, device
     where = f"path {str(path)!r}"
     for file in ("config.json", "model.safetensors"):
         if not (path / file).is_file():
-            raise FileNotFoundError(f"{where} has no {file}; a Hugging Face model folder holds config.json and model.safetensors")
+            raise FileNotFoundError(f"{where} has no {file}; a Hugging Face model folder holds config.json and "
+                                    "model.safetensors")
     try:
         hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -513,16 +533,15 @@ def from_hf_dir(path, block_size: int | None = None, dtype=torch.float32, device
             tie_weights=bool(hf.get("tie_word_embeddings", False)))
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{where} has a config.json without a valid {err} for a Llama model") from None
+    config.block_size = _check_block_size(block_size, config.block_size, where)
     _check_config(config)
-    if block_size is not None:
-        if not 1 <= check_positive_int(block_size, "block_size") <= config.block_size:
-            raise ValueError(f"block_size must be in [1, {config.block_size}] (the model's context), got {block_size}")
-        config.block_size = block_size
-    names, shapes = _file_names(config, "hf"), _part_shapes(config)
-    wanted = {name: shape for ours, parts in names.items() for name, shape in zip(parts, shapes[ours])}
     state = {}
     with safe_open(str(path / "model.safetensors"), framework="pt") as f:
         stored = set(f.keys())
+        if config.n_layer > len(stored):  # refused before anything is sized by it
+            raise ValueError(f"{where} has a config.json of {config.n_layer:,} layers but only {len(stored)} tensors")
+        names, shapes = _file_names(config, "hf"), _part_shapes(config)
+        wanted = {name: shape for ours, parts in names.items() for name, shape in zip(parts, shapes[ours])}
         if config.tie_weights:
             stored.discard("lm_head.weight")  # some writers store the tied copy too
         if stored != wanted.keys():

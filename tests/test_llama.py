@@ -240,6 +240,9 @@ def test_quantized_weights_are_dequantized_and_an_untied_head_is_read(tmp_path):
      r"lacks a valid llama.feed_forward_length \(got '64'\)"),
     (lambda m: llama_gguf(m, metadata={"llama.attention.head_count_kv": None}),
      r"has 'blk.0.attn_k.weight' of shape \(32, 64\), expected \(64, 64\)"),  # then every head has its own keys
+    (lambda m: llama_gguf(m, metadata={"llama.block_count": (U32, 2**31)}), r"claims 2,147,483,648 blocks but holds only 20 tensors"),
+    (lambda m: llama_gguf(m, metadata={"llama.context_length": (U32, 2**31)}),
+     r"asks for a context of 2,147,483,648 tokens, more than lmlab builds by default \(131,072\); pass block_size="),
     (lambda m: llama_gguf(m, metadata={"llama.rope.dimension_count": (U32, 8)}),
      r"rotates 8 of each head's 16 numbers; lmlab supports only rotary embeddings over the whole head"),
 ])
@@ -295,6 +298,9 @@ def test_a_bad_hugging_face_folder_is_one_sentence(tmp_path):
         llama.from_hf_dir(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
     with pytest.raises(ValueError, match=r"model.safetensors whose tensors do not fit its config.json"):
+        llama.from_hf_dir(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 10**9}))
+    with pytest.raises(ValueError, match=r"has a config.json of 1,000,000,000 layers but only 20 tensors"):
         llama.from_hf_dir(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "hidden_size"}))
     with pytest.raises(ValueError, match=r"has a config.json without a valid 'hidden_size' for a Llama model"):
