@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "corpus", "tokenizers", "exercises", "models", "objectives", "probability",
-    "training", "checkpoints", "decoding", "viz", "widgets", "pretrained",
+    "training", "checkpoints", "decoding", "viz", "widgets", "pretrained", "llama", "gguf",
 }
 
 

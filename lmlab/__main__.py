@@ -5,6 +5,7 @@
     python -m lmlab train --out runs/char --resume --steps 4000     # continue (and extend) a run
     python -m lmlab sample --checkpoint runs/char --prompt "ROMEO:" --temperature 0.8
     python -m lmlab export --checkpoint runs/char --out my_model     # weights + configs only
+    python -m lmlab fetch smollm2-135m                               # download a real model once, now
 
 Ctrl-C during training stops after the current step and saves a checkpoint first. Every setting is
 checked before any work starts; a bad one is reported in one sentence (exit status 2). A run that
@@ -126,10 +127,11 @@ def _export_parser(sub):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lmlab", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,export}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,export,fetch}")
     _train_parser(sub)
     _sample_parser(sub)
     _export_parser(sub)
+    _fetch_parser(sub)
     return parser
 
 
@@ -490,6 +492,30 @@ def _model_card(name: str, kind: str, m: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------------------ fetch
+
+
+def _fetch_parser(sub):
+    p = sub.add_parser("fetch", allow_abbrev=False, help="download a real model into the cache now, so that later loads need no network",
+                       description="Download, check and cache a model that lmlab fetches on first use "
+                                   "(the cache folder is $LMLAB_CACHE, else $XDG_CACHE_HOME/lmlab or ~/.cache/lmlab).")
+    p.add_argument("name", choices=["smollm2-135m"], help="the model to fetch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def cmd_fetch(a) -> int:
+    from lmlab.pretrained import smollm2
+
+    try:
+        path = smollm2.fetch(progress=not a.no_progress)
+    except ConnectionError as err:  # no network: the sentence says what to do
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- main
 
 
@@ -502,6 +528,8 @@ def main(argv=None) -> int:
             return cmd_train({k: v for k, v in vars(ns).items() if k != "command"}, command)
         if ns.command == "sample":
             return cmd_sample(ns)
+        if ns.command == "fetch":
+            return cmd_fetch(ns)
         return cmd_export(ns, command)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

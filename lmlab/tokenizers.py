@@ -407,3 +407,142 @@ def _check_path(path):
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"path must be a str or a path, got {type(path).__name__}")
     return path
+
+
+class PretrainedTokenizer(_LibraryTokenizer):
+    """A released model's own byte-level BPE (SmolLM2's 49,152 tokens), read from its GGUF file or tokenizer.json.
+
+    Same interface as the tokenizers above, plus `eos_token_id`, `chat_template` and `chat_prompt`.
+    `encode` returns the text's tokens only: no BOS token is put in front (SmolLM2 was trained so).
+    The model's control tokens (`<|im_start|>`, `<|im_end|>`, ...) are its special tokens: written
+    in a text, each is encoded as that one token. Loaded with `PretrainedTokenizer.load`, not
+    `Tokenizer.load`, which knows only the three trainable kinds.
+    """
+
+    type = "pretrained"
+
+    def __init__(self, tokenizer: hf.Tokenizer, special_tokens=(), eos_token: str | None = None,
+                 chat_template: str | None = None):
+        super().__init__(tokenizer, special_tokens)
+        if eos_token is not None and eos_token not in self.special_tokens:
+            raise ValueError(f"eos_token must be one of the special tokens, got {eos_token!r}")
+        if chat_template is not None and not isinstance(chat_template, str):
+            raise ValueError(f"chat_template must be a str, got {type(chat_template).__name__}")
+        self.eos_token, self.chat_template = eos_token, chat_template
+
+    @property
+    def eos_token_id(self) -> int | None:
+        """Id of the token that ends the model's answer (SmolLM2: `<|im_end|>`, id 2)."""
+        return None if self.eos_token is None else self.token_to_id(self.eos_token)
+
+    @classmethod
+    def from_gguf(cls, gguf_file) -> PretrainedTokenizer:
+        """Build it from the vocabulary, merges and token types in an open `lmlab.gguf.GGUFFile`."""
+        m, where = gguf_file.metadata, f"path {str(gguf_file.path)!r}"
+        if m.get("tokenizer.ggml.model") != "gpt2":
+            raise ValueError(f"{where} has a {m.get('tokenizer.ggml.model')!r} tokenizer; lmlab reads only byte-level "
+                             "BPE ('gpt2') tokenizers from GGUF files")
+        pre = m.get("tokenizer.ggml.pre", "default")
+        if pre not in _GGUF_PRE_TOKENIZERS:
+            raise ValueError(f"{where} splits text with the {pre!r} rule; lmlab knows {sorted(_GGUF_PRE_TOKENIZERS)}")
+        tokens, merges = m.get("tokenizer.ggml.tokens"), m.get("tokenizer.ggml.merges")
+        types = m.get("tokenizer.ggml.token_type", [1] * len(tokens or ()))
+        if not (isinstance(tokens, list) and isinstance(merges, list) and isinstance(types, list)
+                and len(types) == len(tokens) and all(isinstance(t, str) for t in tokens)):
+            raise ValueError(f"{where} lacks a valid vocabulary (tokenizer.ggml.tokens, merges and token_type)")
+        vocab = {t: i for i, t in enumerate(tokens)}
+        pairs = [tuple(pair.split(" ")) for pair in merges if isinstance(pair, str)]
+        if len(vocab) != len(tokens) or len(pairs) != len(merges) or any(len(p) != 2 for p in pairs):
+            raise ValueError(f"{where} has a damaged vocabulary: repeated tokens or merges that are not 'a b' pairs")
+        try:
+            tokenizer = hf.Tokenizer(hf.models.BPE(vocab, pairs))
+        except Exception as err:  # the library's own message, e.g. a merge of unknown tokens
+            raise ValueError(f"{where} has a vocabulary the tokenizers library refuses ({err})") from None
+        tokenizer.pre_tokenizer = _GGUF_PRE_TOKENIZERS[pre]()
+        tokenizer.decoder = hf.decoders.ByteLevel()
+        control = [t for t, kind in zip(tokens, types) if kind == _GGUF_CONTROL_TOKEN]
+        tokenizer.add_special_tokens([hf.AddedToken(t, special=True, normalized=False) for t in control])
+        eos = m.get("tokenizer.ggml.eos_token_id")
+        eos_token = tokens[eos] if isinstance(eos, int) and 0 <= eos < len(tokens) and tokens[eos] in control else None
+        return cls(tokenizer, control, eos_token, m.get("tokenizer.chat_template"))
+
+    @classmethod
+    def from_hf_dir(cls, path) -> PretrainedTokenizer:
+        """Read tokenizer.json (and tokenizer_config.json, if there, for eos and the chat template) from folder `path`."""
+        path = Path(_check_path(path))
+        if not (path / "tokenizer.json").is_file():
+            raise FileNotFoundError(f"path {str(path)!r} has no tokenizer.json")
+        try:
+            tokenizer = hf.Tokenizer.from_file(str(path / "tokenizer.json"))
+            config = {}
+            if (path / "tokenizer_config.json").is_file():
+                config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+        except Exception as err:
+            raise ValueError(f"path {str(path)!r} holds a tokenizer that cannot be read ({err})") from None
+        specials = [t.content for _, t in sorted(tokenizer.get_added_tokens_decoder().items()) if t.special]
+        eos = config.get("eos_token")
+        eos = eos.get("content") if isinstance(eos, dict) else eos
+        return cls(tokenizer, specials, eos if eos in specials else None, config.get("chat_template"))
+
+    def save_hf_dir(self, path) -> None:
+        """Write tokenizer.json and tokenizer_config.json (eos, chat template) into folder `path`."""
+        path = Path(_check_path(path))
+        path.mkdir(parents=True, exist_ok=True)
+        self.hf.save(str(path / "tokenizer.json"))
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": self.eos_token, "add_bos_token": False,
+                  "clean_up_tokenization_spaces": False, "chat_template": self.chat_template}
+        (path / "tokenizer_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+
+    def chat_prompt(self, messages, add_generation_prompt: bool = True) -> str:
+        """The text a chat model reads for `messages`, written with the template stored with the model.
+
+        messages: [{"role": "system" | "user" | "assistant", "content": str}, ...]. For SmolLM2 (ChatML):
+        "<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n", after a default system message
+        when the first one is not from the system. Generation should stop at `eos_token_id`.
+        """
+        if self.chat_template is None:
+            raise ValueError("this tokenizer has no chat template: its model was not trained for chat")
+        if not isinstance(messages, (list, tuple)) or not messages or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages):
+            raise ValueError("messages must be a non-empty list of {'role': str, 'content': str} dicts")
+        # the template is data from a downloaded file: rendered in jinja2's sandbox, as transformers does
+        from jinja2 import TemplateError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        try:
+            return env.from_string(self.chat_template).render(
+                messages=[dict(m) for m in messages], add_generation_prompt=add_generation_prompt,
+                eos_token=self.eos_token)
+        except TemplateError as err:
+            raise ValueError(f"the model's chat template failed on these messages ({err})") from None
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "eos_token": self.eos_token, "chat_template": self.chat_template}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PretrainedTokenizer:
+        if not isinstance(d, dict) or d.get("type") != cls.type:
+            raise ValueError(f"d['type'] must be {cls.type!r}, got {d.get('type') if isinstance(d, dict) else None!r}")
+        try:
+            return cls._from_dict(d)
+        except Exception as err:
+            raise ValueError(f"d is not a valid {cls.type!r} tokenizer dict ({err})") from None
+
+    @classmethod
+    def _from_dict(cls, d: dict) -> PretrainedTokenizer:
+        return cls(hf.Tokenizer.from_str(json.dumps(d["tokenizer"])), d["special_tokens"], d["eos_token"],
+                   d["chat_template"])
+
+
+_GGUF_CONTROL_TOKEN = 3  # tokenizer.ggml.token_type of control (special) tokens
+# How llama.cpp's named pre-tokenizers cut text before BPE: "smollm" (SmolLM, SmolLM2) puts every
+# digit on its own first, then applies GPT-2's rule (words with their leading space, runs of
+# punctuation, whitespace).
+_GGUF_PRE_TOKENIZERS = {
+    "default": lambda: hf.pre_tokenizers.ByteLevel(add_prefix_space=False),
+    "gpt2": lambda: hf.pre_tokenizers.ByteLevel(add_prefix_space=False),
+    "smollm": lambda: hf.pre_tokenizers.Sequence(
+        [hf.pre_tokenizers.Digits(individual_digits=True), hf.pre_tokenizers.ByteLevel(add_prefix_space=False)]),
+}

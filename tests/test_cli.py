@@ -38,7 +38,7 @@ def run_cli(*args, **kwargs):
 def test_every_flag_of_every_command_has_help(capsys):
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"train", "sample", "export"}
+    assert set(commands) == {"train", "sample", "export", "fetch"}
     for name, sub in commands.items():
         for action in sub._actions:
             assert action.help, f"{name} {action.option_strings} has no help"

