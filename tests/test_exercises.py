@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lmlab import exercises
-from lmlab.exercises import CheckResult, check, check_function, check_value, function_exercise, value_exercise
+from lmlab.exercises import (Case, CheckResult, check, check_function, check_value, function_exercise, hint,
+                             value_exercise)
 
 
 def double(x):
@@ -92,21 +93,66 @@ def test_floats_use_a_tolerance():
     assert check_function(lambda: float("nan"), lambda: float("nan"), cases=[()])
 
 
-def test_the_learner_cannot_change_the_cases():
+def test_the_learner_cannot_change_the_cases_and_changing_an_argument_in_place_fails():
     x = torch.ones(2, 2)
 
     def in_place(t):
         return t.mul_(2)
 
-    assert check_function(in_place, double, cases=[x, x])
-    assert torch.equal(x, torch.ones(2, 2))
+    result = check_function(in_place, double, cases=[x, x])
+    assert not result and "case 1 of 2" in repr(result)
+    assert "changed argument 1 (tensor([[1., 1.], [1., 1.]])) in place" in repr(result)
+    assert torch.equal(x, torch.ones(2, 2))  # the cases themselves are untouched
+    # NaN stays NaN: an untouched argument holding NaN is not "changed"
+    assert check_function(lambda t: t * 2, double, cases=[torch.tensor([float("nan"), 1.0])])
+
+
+def test_an_argument_that_may_change_is_not_a_failure():
+    model = torch.nn.Linear(2, 2)
+
+    def step(m, scale):
+        with torch.no_grad():
+            m.weight.mul_(scale)
+        return scale
+
+    assert check_function(step, lambda m, scale: scale, cases=[(model, 2.0)], may_change=(0,))
+    result = check_function(step, lambda m, scale: scale, cases=[(model, 2.0)])
+    assert not result and "changed argument 1 (Linear(in_features=2, out_features=2, bias=True; 6 parameters))" in repr(result)
+    # a generator is there to be drawn from
+    g = torch.Generator().manual_seed(0)
+    assert check_function(lambda gen: 1, lambda gen: torch.rand(1, generator=gen) and 1, cases=[(g,)])
+    with pytest.raises(ValueError, match="may_change must be a list of argument positions"):
+        check_function(step, step, cases=[(model, 2.0)], may_change=("model",))
+
+
+def test_case_descriptions_are_printed_in_full():
+    why = "two rows whose answers differ, so that a function written for one row is caught — " * 2
+    result = check_function(lambda t: t[:1].expand(2, 2).clone(), lambda t: t, cases=[Case((torch.eye(2),), why)])
+    assert f"case 1 of 1 ({why}): <lambda>(tensor([[1., 0.], [0., 1.]]))" in repr(result)
+
+
+def test_messages_summarise_modules_dicts_and_tensors_on_one_line():
+    from lmlab.models import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    result = check_function(lambda m: 1, lambda m: 2, cases=[(model,)])
+    assert "<lambda>(GPT(vocab_size=5, n_layer=1, n_head=2, n_embd=8, block_size=8; " in repr(result)
+    assert "(tok_emb)" not in repr(result)
+    big = {"logits": torch.zeros(3, 10), "loss": 1.5}
+    result = check_function(lambda d: {"loss": 2.0}, lambda d: d, cases=[(big,)])
+    first_line = repr(result).splitlines()[0]
+    assert "{'logits': tensor(shape=(3, 10), dtype=torch.float32), 'loss': 1.5}" in first_line
 
 
 def test_check_value_does_not_reveal_the_answer():
     assert check_value(65, 65) and repr(check_value(65, 65)) == "✅ Correct"
     result = check_value(64, 65, hint="count distinct characters")
     assert not result
-    assert "65" not in repr(result) and "too low" in repr(result)
+    assert "65" not in repr(result) and "64 is not right" in repr(result)
+    # no direction either: "too high" / "too low" would let a learner bisect their way to the answer
+    for wrong in (64, 66, 0.5, 1e9):
+        message = repr(check_value(wrong, 65))
+        assert "high" not in message and "low" not in message
     result = check_value(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 0.5]))
     assert "1 of 2 values differ" in repr(result) and "0.5" not in repr(result)
     assert "expected a number" in repr(check_value("65", 65))
@@ -141,8 +187,12 @@ def test_registry_refuses_bad_names(registry):
     for bad in ("double", "2.x", "99.Double", "99.with space", 99):
         with pytest.raises(ValueError, match="name must look like '02.char_encode'"):
             value_exercise(bad, expected=1)
-    with pytest.raises(ValueError, match="name must be a registered exercise such as '99.one'"):
+    with pytest.raises(ValueError, match=r"name must be one of lesson 99's exercises \('99.one'\), got '99.two'"):
         check("99.two", 2)
+    with pytest.raises(ValueError, match="name must be a registered exercise such as '02.char_encode'"):
+        check("no such exercise", 2)
+    with pytest.raises(ValueError, match="name must be a registered exercise"):
+        check(None, 2)
     with pytest.raises(ValueError, match="checker must be a function"):
         exercises.register("99.three", checker=3)
 
@@ -162,7 +212,7 @@ def test_a_lessons_module_is_imported_on_first_check(registry, tmp_path, monkeyp
         assert "98.triple" not in registry
         assert check("98.triple", lambda x: x * 3)
         assert exercises.names("98.") == ["98.triple"]
-        with pytest.raises(ValueError, match="name must be a registered exercise such as '98.triple'"):
+        with pytest.raises(ValueError, match="name must be one of lesson 98's exercises \\('98.triple'\\)"):
             check("98.quadruple", lambda x: x * 4)
         assert "98.triple" in exercises.names()
     finally:
@@ -185,3 +235,44 @@ def test_lesson_02_exercises():
     assert check("02.compression_ratio", ratio)
     wrong = check("02.compression_ratio", lambda tokenizer, text: len(text) // len(tokenizer.encode(text)))
     assert not wrong and "BPETokenizer" in repr(wrong)
+
+
+def test_hints_come_in_levels_a_repeat_failure_or_hint_shows_the_next(registry):
+    @function_exercise("99.tiered", cases=[1, 2], hints=("nudge", "closer look", "recipe: return 2 * x"))
+    def _twice(x):
+        return 2 * x
+
+    first = repr(check("99.tiered", lambda x: x))
+    assert "Hint (hint 1 of 3): nudge" in first and "hint('99.tiered')" in first and "recipe" not in first
+    assert "Hint (hint 2 of 3): closer look" in repr(check("99.tiered", lambda x: x))  # the same failure again
+    assert "Hint (the recipe): recipe: return 2 * x" in repr(check("99.tiered", lambda x: x))
+    assert "Hint (the recipe)" in repr(check("99.tiered", lambda x: x))  # the recipe stays the last level
+    assert check("99.tiered", lambda x: x + x)
+
+
+def test_a_new_failure_keeps_the_level_and_hint_asks_for_the_next(registry):
+    value_exercise("99.tiered_value", expected=42, hints=("one", "two", "three"))
+    assert repr(exercises.hint("99.tiered_value")) == "Hint (hint 1 of 3): one\n(Stuck? hint('99.tiered_value') shows the next level.)"
+    assert "Hint (hint 2 of 3): two" in repr(hint("99.tiered_value"))
+    # a failure after the learner asked for level 2 shows level 2, not the nudge again
+    assert "Hint (hint 2 of 3): two" in repr(check("99.tiered_value", 41))
+    assert "Hint (hint 2 of 3): two" in repr(check("99.tiered_value", "41"))  # another kind of failure
+    assert "Hint (the recipe): three" in repr(hint("99.tiered_value"))
+    assert "Hint (the recipe): three" in repr(hint("99.tiered_value"))
+    value_exercise("99.no_hints", expected=1)
+    assert "has no hints" in repr(hint("99.no_hints"))
+    with pytest.raises(ValueError, match="hints must be a list of non-empty strings"):
+        value_exercise("99.bad_hints", expected=1, hints="just a string")
+
+
+def test_a_stored_check_shows_only_the_first_level(registry):
+    """A notebook runs each check once: the stub's failure must show the nudge, never the recipe."""
+    @function_exercise("99.stub", cases=[1], hints=("think about doubling", "use *", "return x * 2"))
+    def _d(x):
+        return 2 * x
+
+    def stub(x):
+        raise NotImplementedError("your code here")
+
+    message = repr(check("99.stub", stub))
+    assert "think about doubling" in message and "return x * 2" not in message

@@ -107,7 +107,7 @@ def _check_optimisation_step(fn):
     learner = _after_one_step(fn) if callable(fn) else fn
     # a little looser than the default: a correct answer may compute the loss in another order (rounding
     # differences of ~1e-7 that Adam's normalised step can enlarge), while a wrong one is off by ~1e-3
-    return check_function(learner, _after_one_step(_optimisation_step), _step_cases, hint=_STEP_HINT,
+    return check_function(learner, _after_one_step(_optimisation_step), _step_cases,
                           rtol=1e-4, atol=1e-5)
 
 
