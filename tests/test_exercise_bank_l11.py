@@ -11,13 +11,16 @@ import copy
 import os
 
 import pytest
+import tokenizers
 import torch
 import torch.nn.functional as F
 
-from lmlab import exercises, llama
+from gguf_writer import ARR, I32, STR, U32, llama_gguf
+from lmlab import exercises
 from lmlab.exercise_bank import l11
 from lmlab.exercises import check, check_function, hint, names
 from lmlab.llama import Llama, LlamaConfig, apply_rotary, apply_rotary_interleaved
+from lmlab.pretrained import smollm2 as smollm2_module
 
 
 @pytest.fixture(autouse=True)
@@ -187,6 +190,58 @@ def test_building_the_cases_leaves_the_learners_random_state_alone(tiny):
     assert torch.equal(torch.rand(3), expected)
 
 
+# --- the loader of the first blocks, on a tiny model file: runs everywhere --------------------------------
+
+
+@pytest.fixture()
+def tiny_file(tmp_path, monkeypatch):
+    """A tiny GGUF file shaped like SmolLM2's (4 blocks, a byte-level vocabulary, ChatML control tokens), put
+    where lmlab looks first ($LMLAB_SMOLLM2_GGUF), with the exercises' cached model forgotten before and after."""
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(vocab_size=259, block_size=128, n_layer=4, n_head=4, n_kv_head=2, n_embd=64,
+                              intermediate_size=64))
+    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + sorted(tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    vocabulary = {"tokenizer.ggml.model": (STR, "gpt2"), "tokenizer.ggml.pre": (STR, "smollm"),
+                  "tokenizer.ggml.tokens": (ARR, (STR, tokens)), "tokenizer.ggml.merges": (ARR, (STR, [])),
+                  "tokenizer.ggml.token_type": (ARR, (I32, [3] * 3 + [1] * 256)),
+                  "tokenizer.ggml.eos_token_id": (U32, 2)}
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(llama_gguf(model, "Q8_0", metadata=vocabulary))
+    monkeypatch.setenv(smollm2_module.PATH_VARIABLE, str(path))
+    l11.smollm2_layers.cache_clear()
+    l11._smollm2_states.cache_clear()
+    yield path
+    l11.smollm2_layers.cache_clear()
+    l11._smollm2_states.cache_clear()
+
+
+def _same_first_blocks(part, full):
+    assert part.config.n_layer == l11.N_LAYER < full.config.n_layer
+    full_state = full.state_dict()
+    for name, tensor in part.state_dict().items():
+        assert torch.equal(tensor, full_state[name]), name
+    assert part.head.weight is part.tok_emb.weight
+
+
+def test_the_exercises_model_is_the_first_blocks_of_the_file(tiny_file):
+    part, tokenizer = l11.smollm2_layers()
+    full, _ = smollm2_module.load(tiny_file)
+    _same_first_blocks(part, full)
+    model, states = l11._smollm2_states()
+    ids = torch.tensor([tokenizer.encode(s)[:43] for s in l11.SENTENCES])  # bytes: the shorter sentence's 43
+    assert torch.equal(states[-1], l11.block_inputs(full, ids)[l11.N_LAYER])  # what full block 3 reads
+    assert check("11.rms_norm", rms_norm) and check("11.apply_rotary", rotate)
+    assert check("11.grouped_attention", attention)
+
+
+def test_the_exercises_model_from_a_hugging_face_folder(tiny_file, tmp_path, monkeypatch):
+    full, tokenizer = smollm2_module.load(tiny_file)
+    smollm2_module.save_hf_dir(full, tokenizer, tmp_path / "hf")
+    monkeypatch.setenv(smollm2_module.PATH_VARIABLE, str(tmp_path / "hf"))
+    part, _ = l11.smollm2_layers()
+    _same_first_blocks(part, full)
+
+
 # --- on SmolLM2-135M: the exercises as a learner meets them -------------------------------------------------
 
 
@@ -232,11 +287,7 @@ def test_the_first_blocks_are_those_of_the_whole_model(smollm2):
     """The exercises' model is SmolLM2's first blocks, loaded alone: the same weights as in the full model."""
     from lmlab import pretrained
 
-    part, _ = smollm2
+    part, _ = l11.smollm2_layers()
     full, _ = pretrained.load("smollm2-135m", progress=False)
-    assert part.config.n_layer == l11.N_LAYER and full.config.n_layer == 30
-    full_state = full.state_dict()
-    for name, tensor in part.state_dict().items():
-        assert torch.equal(tensor, full_state[name]), name
-    assert part.head.weight is part.tok_emb.weight  # tied, as in the full model
-    assert isinstance(part.blocks[0].attn, llama.GroupedQueryAttention)
+    _same_first_blocks(part, full)
+    assert full.config.n_layer == 30

@@ -19,7 +19,7 @@ from lmlab import llama
 from lmlab.exercises import Case, function_exercise
 
 N_LAYER = 3  # SmolLM2's first 3 blocks (of 30): real hidden states, for a tenth of the loading time
-SENTENCES = ("The cat sat on the mat because it was warm.",  # 11 tokens each: a batch of 2 without padding
+SENTENCES = ("The cat sat on the mat because it was warm.",  # 11 SmolLM2 tokens each: a batch without padding
              "Rain fell on the old stone bridge all night long.")
 
 
@@ -67,8 +67,9 @@ def block_inputs(model, ids) -> list[torch.Tensor]:
 @functools.lru_cache(maxsize=1)
 def _smollm2_states():
     model, tokenizer = smollm2_layers()
-    ids = torch.tensor([tokenizer.encode(s) for s in SENTENCES])
-    return model, block_inputs(model, ids)
+    encoded = [tokenizer.encode(s) for s in SENTENCES]
+    n = min(map(len, encoded))  # equal for SmolLM2's tokenizer; cut to the shorter one for any other
+    return model, block_inputs(model, torch.tensor([e[:n] for e in encoded]))
 
 
 def _randn(*shape, seed: int, scale: float = 1.0, shift: float = 0.0):
