@@ -339,9 +339,13 @@ def test_a_config_that_does_not_match_the_weights_is_refused_before_the_model_is
     model, tok, _ = trained_state()
     checkpoints.save_checkpoint(tmp_path, model, tokenizer=tok)
     record = json.loads((tmp_path / "checkpoint.json").read_text())
-    record["model_config"].update(n_embd=1_000_000, n_head=1)  # 4 * 10^12 weights if it were built
+    record["model_config"].update(n_embd=2048, n_head=1)  # 50 M weights (200 MB) if it were built
     (tmp_path / "checkpoint.json").write_text(json.dumps(record))
-    with pytest.raises(ValueError, match=r"has shape \(\d+, 16\), but the model's has shape \(\d+, 1000000\)"):
+    with pytest.raises(ValueError, match=r"has shape \(\d+, 16\), but the model's has shape \(\d+, 2048\)"):
+        checkpoints.load_model(tmp_path)
+    record["model_config"].update(n_embd=1_000_000)  # 4 * 10^12 weights: refused by the size bound first
+    (tmp_path / "checkpoint.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"more than the 2,147,483,648 \(8 GiB\) lmlab builds"):
         checkpoints.load_model(tmp_path)
     record["model_config"].update(n_embd="wide")
     (tmp_path / "checkpoint.json").write_text(json.dumps(record))
