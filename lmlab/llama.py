@@ -521,9 +521,10 @@ def save_hf_dir(model: Llama, path, bos_token_id: int | None = None, eos_token_i
     (path / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
 
 
-def from_hf_dir(path, block_size: int | None = None, dtype=torch.float32, device="cpu") -> Llama:
+def from_hf_dir(path, block_size: int | None = None, dtype=torch.float32, device="cpu",
+                n_layer: int | None = None) -> Llama:
     """A `Llama` from a folder in the Hugging Face layout (config.json, model.safetensors), for inference as
-    `from_gguf`'s: eval mode, requires_grad=False."""
+    `from_gguf`'s: eval mode, requires_grad=False; `n_layer` loads only the first blocks, as there."""
     from safetensors import safe_open
 
     path = Path(os.fspath(path))
@@ -551,6 +552,8 @@ def from_hf_dir(path, block_size: int | None = None, dtype=torch.float32, device
         raise ValueError(f"{where} has a config.json without a valid {err} for a Llama model") from None
     config.block_size = _check_block_size(block_size, config.block_size, where)
     _check_config(config)
+    if n_layer is not None and not 1 <= check_positive_int(n_layer, "n_layer") <= config.n_layer:
+        raise ValueError(f"n_layer must be in [1, {config.n_layer}] (the blocks in config.json), got {n_layer}")
     state = {}
     with safe_open(str(path / "model.safetensors"), framework="pt") as f:
         stored = set(f.keys())
@@ -567,6 +570,9 @@ def from_hf_dir(path, block_size: int | None = None, dtype=torch.float32, device
             stored_shape = tuple(f.get_slice(name).get_shape())
             if stored_shape != shape:
                 raise ValueError(f"{where} has {name!r} of shape {stored_shape}, expected {shape}")
+        if n_layer is not None:  # every tensor was checked above; only the first blocks' are read
+            config = dataclasses.replace(config, n_layer=n_layer)
+            names = _file_names(config, "hf")
         with torch.device("meta"):
             model = Llama(config)
         for ours, parts in names.items():

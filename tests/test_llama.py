@@ -280,6 +280,12 @@ def test_the_first_blocks_of_a_file_load_alone_and_compute_what_the_full_models_
     for bad in (0, 4, 2.0):
         with pytest.raises(ValueError, match=r"n_layer must be"):
             llama.from_gguf(path, n_layer=bad)
+    llama.save_hf_dir(model, tmp_path / "hf")
+    from_folder = llama.from_hf_dir(tmp_path / "hf", n_layer=2)
+    assert from_folder.config == dataclasses.replace(model.config, n_layer=2)
+    assert all(torch.equal(t, full_state[name]) for name, t in from_folder.state_dict().items())
+    with pytest.raises(ValueError, match=r"n_layer must be in \[1, 3\] \(the blocks in config.json\), got 4"):
+        llama.from_hf_dir(tmp_path / "hf", n_layer=4)
 
 
 def test_a_loaded_model_is_for_inference_and_can_be_made_trainable(tmp_path):

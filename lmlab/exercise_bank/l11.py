@@ -9,7 +9,6 @@ written into the code.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 
@@ -31,11 +30,8 @@ def smollm2_layers():
     from lmlab.tokenizers import PretrainedTokenizer
 
     path = os.environ.get(smollm2.PATH_VARIABLE) or smollm2.fetch(progress=False)
-    if os.path.isdir(path):  # a Hugging Face folder: load it whole, keep the first blocks
-        model, tokenizer = smollm2.load(path)
-        model.blocks = model.blocks[:N_LAYER]
-        model.config = dataclasses.replace(model.config, n_layer=N_LAYER)
-        return model, tokenizer
+    if os.path.isdir(path):  # a Hugging Face folder
+        return llama.from_hf_dir(path, n_layer=N_LAYER), PretrainedTokenizer.from_hf_dir(path)
     with GGUFFile(path) as f:
         return llama.from_gguf(f, n_layer=N_LAYER), PretrainedTokenizer.from_gguf(f)
 
