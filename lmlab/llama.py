@@ -19,6 +19,7 @@ interface of `lmlab.models.GPT` (`forward(input_ids, cache=None)`, `new_cache(ba
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -80,6 +81,9 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps:g}"
 
     def forward(self, x):
         x32 = x.float()
@@ -409,12 +413,16 @@ def gguf_config(gguf_file, block_size: int | None = None) -> LlamaConfig:
     return config
 
 
-def from_gguf(path, block_size: int | None = None, dtype=torch.float32, device="cpu") -> Llama:
-    """A `Llama` with the weights of the GGUF file at `path` (or an open GGUFFile), as `dtype`, in eval mode.
+def from_gguf(path, block_size: int | None = None, dtype=torch.float32, device="cpu",
+              n_layer: int | None = None) -> Llama:
+    """A `Llama` with the weights of the GGUF file at `path` (or an open GGUFFile), as `dtype`, for inference:
+    in eval mode, every parameter with requires_grad=False (call `model.requires_grad_()` to train it).
 
-    The model is built on the meta device (no memory), then each tensor is dequantized on its own
-    and put in place: the peak memory is the model plus one tensor. Every tensor's name, shape and
-    storage type is checked before any is dequantized.
+    n_layer: load only the file's first `n_layer` blocks (default: all). A causal stack's first
+    blocks compute the same thing whatever follows them, so this is the model's start, for less
+    time and memory. The model is built on the meta device (no memory), then each tensor is
+    dequantized on its own and put in place: the peak memory is the model plus one tensor. Every
+    tensor's name, shape and storage type is checked before any is dequantized.
     """
     from lmlab.gguf import DEQUANTIZE, GGUFFile
 
@@ -422,9 +430,11 @@ def from_gguf(path, block_size: int | None = None, dtype=torch.float32, device="
         raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
     if not isinstance(path, GGUFFile):
         with GGUFFile(path) as f:
-            return from_gguf(f, block_size, dtype, device)
+            return from_gguf(f, block_size, dtype, device, n_layer)
     f = path  # an open lmlab.gguf.GGUFFile
     config = gguf_config(f, block_size)
+    if n_layer is not None and not 1 <= check_positive_int(n_layer, "n_layer") <= config.n_layer:
+        raise ValueError(f"n_layer must be in [1, {config.n_layer}] (the blocks in the file), got {n_layer}")
     names, shapes = _file_names(config, "gguf"), _part_shapes(config)
     where = f"path {str(f.path)!r}"
     extra = sorted(f.tensors.keys() - {name for parts in names.values() for name in parts})
@@ -440,6 +450,9 @@ def from_gguf(path, block_size: int | None = None, dtype=torch.float32, device="
             if info.type not in DEQUANTIZE:
                 raise ValueError(f"{where} stores {name!r} as {info.type}, which lmlab cannot dequantize "
                                  f"(supported: {', '.join(DEQUANTIZE)})")
+    if n_layer is not None:  # every tensor of the file was checked above; only the first blocks' are read
+        config = dataclasses.replace(config, n_layer=n_layer)
+        names = _file_names(config, "gguf")
     with torch.device("meta"):
         model = Llama(config)
     state = {}
@@ -467,7 +480,9 @@ def _decode_layout(weight):
 
 
 def _finish(model: Llama, state: dict, device) -> Llama:
-    """Put `state` into a model built on the meta device, re-tie the head, build the rotary table."""
+    """Put `state` into a model built on the meta device, re-tie the head, build the rotary table; for
+    inference: eval mode, no gradients (a loaded model is read, not trained, and autograd would keep
+    a graph of every forward pass made outside `torch.no_grad()`)."""
     c = model.config
     if c.tie_weights:
         state = {**state, "head.weight": state["tok_emb.weight"]}
@@ -475,7 +490,7 @@ def _finish(model: Llama, state: dict, device) -> Llama:
     if c.tie_weights:
         model.head.weight = model.tok_emb.weight  # assign=True made two parameters of one tensor
     model.rotary = RotaryEmbedding(c.head_dim, c.block_size, c.rope_theta).to(device)
-    return model.eval()
+    return model.requires_grad_(False).eval()
 
 
 # ------------------------------------------------------------------------- Hugging Face layout
@@ -506,8 +521,10 @@ def save_hf_dir(model: Llama, path, bos_token_id: int | None = None, eos_token_i
     (path / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
 
 
-def from_hf_dir(path, block_size: int | None = None, dtype=torch.float32, device="cpu") -> Llama:
-    """A `Llama` from a folder in the Hugging Face layout (config.json, model.safetensors), in eval mode."""
+def from_hf_dir(path, block_size: int | None = None, dtype=torch.float32, device="cpu",
+                n_layer: int | None = None) -> Llama:
+    """A `Llama` from a folder in the Hugging Face layout (config.json, model.safetensors), for inference as
+    `from_gguf`'s: eval mode, requires_grad=False; `n_layer` loads only the first blocks, as there."""
     from safetensors import safe_open
 
     path = Path(os.fspath(path))
@@ -535,6 +552,8 @@ def from_hf_dir(path, block_size: int | None = None, dtype=torch.float32, device
         raise ValueError(f"{where} has a config.json without a valid {err} for a Llama model") from None
     config.block_size = _check_block_size(block_size, config.block_size, where)
     _check_config(config)
+    if n_layer is not None and not 1 <= check_positive_int(n_layer, "n_layer") <= config.n_layer:
+        raise ValueError(f"n_layer must be in [1, {config.n_layer}] (the blocks in config.json), got {n_layer}")
     state = {}
     with safe_open(str(path / "model.safetensors"), framework="pt") as f:
         stored = set(f.keys())
@@ -551,6 +570,9 @@ def from_hf_dir(path, block_size: int | None = None, dtype=torch.float32, device
             stored_shape = tuple(f.get_slice(name).get_shape())
             if stored_shape != shape:
                 raise ValueError(f"{where} has {name!r} of shape {stored_shape}, expected {shape}")
+        if n_layer is not None:  # every tensor was checked above; only the first blocks' are read
+            config = dataclasses.replace(config, n_layer=n_layer)
+            names = _file_names(config, "hf")
         with torch.device("meta"):
             model = Llama(config)
         for ours, parts in names.items():

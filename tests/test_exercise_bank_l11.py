@@ -105,7 +105,7 @@ def attention(attn, x, cos, sin, repeat="interleave", causal=True, rotary=apply_
     if causal:
         scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
     y = scores.softmax(dim=-1) @ v
-    return attn.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
+    return attn.proj(y.transpose(1, 2).reshape(B, T, H * D))
 
 
 def attention_tiled(attn, x, cos, sin):
@@ -126,7 +126,7 @@ def attention_smollm2_heads(attn, x, cos, sin):  # 9 query heads and 3 key/value
     k = attn.k_proj(x).view(B, T, 3, 64).transpose(1, 2).repeat_interleave(3, dim=1)
     v = attn.v_proj(x).view(B, T, 3, 64).transpose(1, 2).repeat_interleave(3, dim=1)
     y = F.scaled_dot_product_attention(apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v, is_causal=True)
-    return attn.o_proj(y.transpose(1, 2).reshape(B, T, 576))
+    return attn.proj(y.transpose(1, 2).reshape(B, T, 576))
 
 
 def failing_case(result) -> int:
@@ -173,6 +173,24 @@ def test_attention_cases_on_a_tiny_model(tiny):
     assert failing_case(check_function(attention_tiled, l11._grouped_attention, cases)) == 1
     assert failing_case(check_function(attention_without_mask, l11._grouped_attention, cases)) == 1
     assert failing_case(check_function(attention_without_rotary, l11._grouped_attention, cases)) == 1
+
+
+@torch.no_grad()
+def test_attention_reference_is_the_models_module_with_the_split_weights(tiny):
+    model, states = tiny
+    attn = model.blocks[2].attn
+    weights = l11.AttentionWeights(attn)
+    H, G, D = attn.n_head, attn.n_kv_head, attn.head_dim
+    assert [tuple(weights.get_submodule(n).weight.shape) for n in ("q_proj", "k_proj", "v_proj", "proj")] == \
+        [(H * D, 48), (G * D, 48), (G * D, 48), (48, H * D)]
+    h = model.blocks[2].norm_1(states[2])
+    cos, sin = model.rotary(3, h.shape[1])
+    assert torch.allclose(l11._grouped_attention(weights, h, cos, sin), attn(h, cos, sin), rtol=1e-5, atol=1e-6)
+    q, k, v = attn.qkv(h).split([H * D, G * D, G * D], dim=-1)  # q rows first, then k, then v
+    assert torch.allclose(weights.q_proj(h), q) and torch.allclose(weights.k_proj(h), k)
+    assert torch.allclose(weights.v_proj(h), v)
+    weights.q_proj.weight.zero_()  # the learner's copy: the model keeps its weights
+    assert attn.qkv.weight[: H * D].abs().sum() > 0
 
 
 def test_attention_cases_cover_multi_query_and_multi_head_attention(tiny):

@@ -262,6 +262,49 @@ def test_a_context_beyond_the_files_or_a_bad_dtype_is_one_sentence(tmp_path):
         llama.from_gguf(path, dtype=torch.int8)
 
 
+@torch.no_grad()
+def test_the_first_blocks_of_a_file_load_alone_and_compute_what_the_full_models_first_blocks_do(tmp_path):
+    model = tiny(n_layer=3)
+    path = _gguf(tmp_path, model)
+    full, part = llama.from_gguf(path), llama.from_gguf(path, n_layer=2)
+    assert part.config == dataclasses.replace(full.config, n_layer=2) and len(part.blocks) == 2
+    full_state = full.state_dict()
+    assert all(torch.equal(t, full_state[name]) for name, t in part.state_dict().items())
+    assert part.head.weight is part.tok_emb.weight
+    x = ids(2, 12)
+    cos, sin = full.rotary(0, 12)
+    h = full.tok_emb(x)
+    for block in full.blocks[:2]:
+        h = block(h, cos, sin)
+    assert torch.allclose(part(x), full.head(full.norm_f(h)), atol=1e-5)
+    for bad in (0, 4, 2.0):
+        with pytest.raises(ValueError, match=r"n_layer must be"):
+            llama.from_gguf(path, n_layer=bad)
+    llama.save_hf_dir(model, tmp_path / "hf")
+    from_folder = llama.from_hf_dir(tmp_path / "hf", n_layer=2)
+    assert from_folder.config == dataclasses.replace(model.config, n_layer=2)
+    assert all(torch.equal(t, full_state[name]) for name, t in from_folder.state_dict().items())
+    with pytest.raises(ValueError, match=r"n_layer must be in \[1, 3\] \(the blocks in config.json\), got 4"):
+        llama.from_hf_dir(tmp_path / "hf", n_layer=4)
+
+
+def test_a_loaded_model_is_for_inference_and_can_be_made_trainable(tmp_path):
+    model = tiny()
+    loaded = llama.from_gguf(_gguf(tmp_path, model))
+    assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.training
+    assert not loaded(ids(1, 5)).requires_grad  # no graph kept, even outside torch.no_grad()
+    loaded.requires_grad_()
+    loaded(ids(2, 5)).sum().backward()
+    assert loaded.blocks[0].attn.qkv.weight.grad is not None
+    llama.save_hf_dir(model, tmp_path / "hf")
+    assert not any(p.requires_grad for p in llama.from_hf_dir(tmp_path / "hf").parameters())
+
+
+def test_rmsnorm_prints_its_width_and_eps():
+    assert repr(RMSNorm(576, 1e-5)) == "RMSNorm(576, eps=1e-05)"
+    assert "(norm_1): RMSNorm(64, eps=1e-05)" in repr(tiny())
+
+
 def test_the_loaded_weights_are_stored_for_fast_matrix_vector_products(tmp_path):
     loaded = llama.from_gguf(_gguf(tmp_path, tiny(intermediate_size=128)))
     w = loaded.blocks[0].mlp.gate_up.weight

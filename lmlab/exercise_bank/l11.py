@@ -9,7 +9,6 @@ written into the code.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 
@@ -31,25 +30,10 @@ def smollm2_layers():
     from lmlab.tokenizers import PretrainedTokenizer
 
     path = os.environ.get(smollm2.PATH_VARIABLE) or smollm2.fetch(progress=False)
-    if os.path.isdir(path):  # a Hugging Face folder: load it whole, keep the first blocks
-        model, tokenizer = smollm2.load(path)
-        model.blocks = model.blocks[:N_LAYER]
-        model.config = dataclasses.replace(model.config, n_layer=N_LAYER)
-        return model, tokenizer
+    if os.path.isdir(path):  # a Hugging Face folder
+        return llama.from_hf_dir(path, n_layer=N_LAYER), PretrainedTokenizer.from_hf_dir(path)
     with GGUFFile(path) as f:
-        tokenizer = PretrainedTokenizer.from_gguf(f)
-        config = dataclasses.replace(llama.gguf_config(f), n_layer=N_LAYER)
-        with torch.device("meta"):
-            model = llama.Llama(config)
-        state = {}
-        for name, ours in llama._gguf_names(config).items():  # only the tensors of blocks 0 .. N_LAYER - 1
-            weight = f.tensor(name)
-            if name.endswith("attn_q.weight"):
-                weight = llama.unpermute_rope(weight, config.n_head)
-            elif name.endswith("attn_k.weight"):
-                weight = llama.unpermute_rope(weight, config.n_kv_head)
-            state[ours] = weight
-    return llama._finish(model, state, "cpu"), tokenizer
+        return llama.from_gguf(f, n_layer=N_LAYER), PretrainedTokenizer.from_gguf(f)
 
 
 @torch.no_grad()
@@ -131,8 +115,10 @@ def rotary_cases(model=None, states=None) -> list[Case]:
     B, T, _ = states[1].shape
     with torch.no_grad():
         h = block.norm_1(states[1])
-        q = attn.q_proj(h).view(B, T, attn.n_head, attn.head_dim).transpose(1, 2)
-        k = attn.k_proj(h).view(B, T, attn.n_kv_head, attn.head_dim).transpose(1, 2)
+        H, G, D = attn.n_head, attn.n_kv_head, attn.head_dim
+        q, k, _ = attn.qkv(h).split([H * D, G * D, G * D], dim=-1)  # the stacked projection: q, then k, then v rows
+        q = q.view(B, T, H, D).transpose(1, 2)
+        k = k.view(B, T, G, D).transpose(1, 2)
     last = model.config.block_size - 1
     far = min(4000, model.config.block_size - T)
     unit = torch.zeros(1, 1, 3, 8)
@@ -166,14 +152,41 @@ def _apply_rotary(x, cos, sin):
 # --- exercise 3: grouped-query attention --------------------------------------------------------------
 
 
-def _attention(n_head: int, n_kv_head: int, head_dim: int, seed: int) -> llama.GroupedQueryAttention:
-    """A GroupedQueryAttention with PyTorch's default random weights, the same for the same seed."""
+class AttentionWeights(torch.nn.Module):
+    """A GroupedQueryAttention's weights as the learner reads them: its stacked `qkv` split into `q_proj`
+    (n_head * head_dim outputs), `k_proj` and `v_proj` (n_kv_head * head_dim each), and its output `proj`,
+    each a Linear without bias; `n_head`, `n_kv_head`, `head_dim` as the module's."""
+
+    def __init__(self, attn: llama.GroupedQueryAttention):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = attn.n_head, attn.n_kv_head, attn.head_dim
+        H, G, D = attn.n_head, attn.n_kv_head, attn.head_dim
+        pieces = attn.qkv.weight.detach().split([H * D, G * D, G * D])
+        for name, weight in zip(("q_proj", "k_proj", "v_proj", "proj"), (*pieces, attn.proj.weight.detach())):
+            linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")  # no random init
+            linear.weight = torch.nn.Parameter(weight.clone(), requires_grad=False)  # a copy: the model stays intact
+            setattr(self, name, linear)
+
+    def module(self) -> llama.GroupedQueryAttention:
+        """The model's own GroupedQueryAttention with these weights: q, k, v stacked back into `qkv`."""
+        H, D = self.n_head, self.head_dim
+        config = llama.LlamaConfig(vocab_size=1, block_size=1, n_layer=1, n_head=H, n_kv_head=self.n_kv_head,
+                                   n_embd=H * D, intermediate_size=1)
+        with torch.device("meta"):  # no random weights drawn: every weight is assigned below
+            attn = llama.GroupedQueryAttention(config)
+        qkv = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        attn.load_state_dict({"qkv.weight": qkv, "proj.weight": self.proj.weight}, assign=True)
+        return attn.eval()
+
+
+def _attention(n_head: int, n_kv_head: int, head_dim: int, seed: int) -> AttentionWeights:
+    """The weights of a GroupedQueryAttention with PyTorch's default random weights, the same for the same seed."""
     config = llama.LlamaConfig(vocab_size=8, block_size=64, n_layer=1, n_head=n_head, n_kv_head=n_kv_head,
                                n_embd=n_head * head_dim, intermediate_size=8)
     with torch.random.fork_rng():  # leave the learner's random state alone
         torch.manual_seed(seed)
         attn = llama.GroupedQueryAttention(config)
-    return attn.eval()
+    return AttentionWeights(attn)
 
 
 def attention_cases(model=None, states=None) -> list[Case]:
@@ -185,14 +198,15 @@ def attention_cases(model=None, states=None) -> list[Case]:
         h = block.norm_1(states[2])
     T = h.shape[1]
     H, G = block.attn.n_head, block.attn.n_kv_head
+    real = AttentionWeights(block.attn)
     later = min(500, model.config.block_size - T)
     small = llama.RotaryEmbedding(2, 64, theta=10000.0)
     return [
         Case((_attention(4, 2, 2, seed=0), _randn(1, 3, 8, seed=9), *small(0, 3)),
              "4 query heads, 2 key/value heads: query heads 0 and 1 share key/value head 0, heads 2 and 3 head 1"),
-        Case((block.attn, h, *model.rotary(0, T)),
+        Case((real, h, *model.rotary(0, T)),
              f"block 2's attention ({H} query heads, {G} key/value heads) on 2 real sentences, positions 0 .. {T - 1}"),
-        Case((block.attn, h, *model.rotary(later, T)), f"the same, placed at positions {later} .. {later + T - 1}"),
+        Case((real, h, *model.rotary(later, T)), f"the same, placed at positions {later} .. {later + T - 1}"),
         Case((_attention(6, 1, 4, seed=1), _randn(3, 5, 24, seed=10), *llama.RotaryEmbedding(4, 64)(2, 5)),
              "6 query heads and a single key/value head (multi-query attention), batch 3"),
         Case((_attention(3, 3, 4, seed=2), _randn(2, 1, 12, seed=11), *llama.RotaryEmbedding(4, 64)(0, 1)),
@@ -207,15 +221,15 @@ def attention_cases(model=None, states=None) -> list[Case]:
     "(B, heads, T, head_dim). Rotate q and k (apply_rotary). Give k and v n_head heads by repeating each one "
     "n_head // n_kv_head times in place (head h uses key/value head h // (n_head // n_kv_head)): "
     "repeat_interleave on dim 1, not repeat, which tiles them. Then causal attention, the heads back side by "
-    "side (B, T, n_head * head_dim), and o_proj.",
+    "side (B, T, n_head * head_dim), and proj.",
     "B, T, _ = x.shape; H, G, D = attn.n_head, attn.n_kv_head, attn.head_dim; "
     "q = attn.q_proj(x).view(B, T, H, D).transpose(1, 2); k = attn.k_proj(x).view(B, T, G, D).transpose(1, 2); "
     "v = attn.v_proj(x).view(B, T, G, D).transpose(1, 2); q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin); "
     "k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1); "
     "y = F.scaled_dot_product_attention(q, k, v, is_causal=True); "
-    "return attn.o_proj(y.transpose(1, 2).reshape(B, T, H * D))",
+    "return attn.proj(y.transpose(1, 2).reshape(B, T, H * D))",
 ))
 def _grouped_attention(attn, x, cos, sin):
-    """The model's own module."""
+    """The model's own module, given these weights."""
     with torch.no_grad():
-        return attn(x, cos, sin)
+        return attn.module()(x, cos, sin)

