@@ -417,6 +417,9 @@ def _show_sample(model, tokenizer, cfg, val_data, masking, prompt_ids) -> str:
 def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on the matrices and embeddings only (decaying biases and norms only hurts)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no parameter that requires a gradient (a model loaded for inference, such as "
+                         "pretrained.load('smollm2-135m')); call model.requires_grad_() first to train it")
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -365,3 +365,10 @@ def test_a_run_cleans_the_temporary_files_a_killed_save_left_when_it_starts(data
 
     training.train(tiny_gpt(tok.vocab_size), train_ids, tokenizer=tok, out_dir=tmp_path, callback=look,
                    **{**FAST, "steps": 5, "checkpoint_interval": 5, "log_interval": 1})
+
+
+def test_a_model_without_trainable_parameters_is_one_sentence_not_an_index_error():
+    model = GPT(GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8)).requires_grad_(False)
+    with pytest.raises(ValueError, match=r"model has no parameter that requires a gradient .* call model.requires_grad_\(\)"):
+        training.make_optimizer(model, training.TrainConfig())
+    assert training.make_optimizer(model.requires_grad_(), training.TrainConfig()).param_groups[0]["params"]
