@@ -11,6 +11,15 @@ import os
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 
+import pytest  # noqa: E402
 import torch  # noqa: E402  (after the environment, which torch reads when it loads)
 
+from lmlab import exercises  # noqa: E402
+
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def first_hint_level():
+    """Each test starts as a learner who has seen no hint yet (the hint level is remembered per exercise)."""
+    exercises._SHOWN.clear()

@@ -1,16 +1,9 @@
 """Lesson 00's exercises pass with their solutions and fail, with a useful message, with the usual mistakes."""
 
-import pytest
 import torch
 
-from lmlab import exercises, pretrained
+from lmlab import pretrained
 from lmlab.exercises import check, names
-
-
-@pytest.fixture(autouse=True)
-def first_hint_level():
-    """Each test starts as a learner who has seen no hint yet (the hint level is remembered per exercise)."""
-    exercises._SHOWN.clear()
 
 
 def stub(*args):

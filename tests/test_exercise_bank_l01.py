@@ -1,17 +1,9 @@
 """Lesson 01's exercises pass with their solutions and fail with the mistakes learners make."""
 
-import pytest
 import torch
 
-from lmlab import exercises
 from lmlab.exercises import check, names
 from lmlab.probability import sequence_logprob
-
-
-@pytest.fixture(autouse=True)
-def first_hint_level():
-    """Each test starts as a learner who has seen no hint yet (the hint level is remembered per exercise)."""
-    exercises._SHOWN.clear()
 
 
 def test_sequence_logprob_passes_with_the_reference_and_the_package_function():

@@ -1,18 +1,10 @@
 """Lesson 02's exercises pass with their solutions and fail, with a useful message, with the usual mistakes."""
 
-import pytest
 import tokenizers as hf
 
 from lmlab.corpus import shakespeare
-from lmlab import exercises
 from lmlab.exercise_bank.l02 import _TOY_VOCAB, _lesson02_wordpiece_vocab, _wordpiece_tokens
 from lmlab.exercises import check, names
-
-
-@pytest.fixture(autouse=True)
-def first_hint_level():
-    """Each test starts as a learner who has seen no hint yet (the hint level is remembered per exercise)."""
-    exercises._SHOWN.clear()
 
 
 def stub(*args):

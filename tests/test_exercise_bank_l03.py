@@ -2,17 +2,9 @@
 
 import math
 
-import pytest
 import torch
 
-from lmlab import exercises
 from lmlab.exercises import check, names
-
-
-@pytest.fixture(autouse=True)
-def first_hint_level():
-    """Each test starts as a learner who has seen no hint yet (the hint level is remembered per exercise)."""
-    exercises._SHOWN.clear()
 
 
 def by_hand(q, k, v, causal=True, scale=True, dim=-1):

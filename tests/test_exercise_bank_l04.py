@@ -2,19 +2,11 @@
 
 import math
 
-import pytest
 import torch
 
-from lmlab import exercises
 from lmlab.corpus import shakespeare
 from lmlab.exercises import check, names
 from lmlab.tokenizers import CharTokenizer
-
-
-@pytest.fixture(autouse=True)
-def first_hint_level():
-    """Each test starts as a learner who has seen no hint yet (the hint level is remembered per exercise)."""
-    exercises._SHOWN.clear()
 
 
 def stub(*args):

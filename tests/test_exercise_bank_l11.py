@@ -16,17 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from gguf_writer import ARR, I32, STR, U32, llama_gguf
-from lmlab import exercises
 from lmlab.exercise_bank import l11
 from lmlab.exercises import check, check_function, hint, names
 from lmlab.llama import Llama, LlamaConfig, apply_rotary, apply_rotary_interleaved
 from lmlab.pretrained import smollm2 as smollm2_module
-
-
-@pytest.fixture(autouse=True)
-def first_hint_level():
-    """Each test starts as a learner who has seen no hint yet (the hint level is remembered per exercise)."""
-    exercises._SHOWN.clear()
 
 
 @pytest.fixture(scope="module")
