@@ -166,10 +166,15 @@ def _inference(model):
             model.train()
 
 
+_PRETRAINED = {}  # name -> (model, tokenizer): every playground of a kernel shares one copy of each model
+
+
 def _load_pretrained(name):
     from lmlab import pretrained
 
-    return pretrained.load(name)
+    if name not in _PRETRAINED:
+        _PRETRAINED[name] = pretrained.load(name)
+    return _PRETRAINED[name]
 
 
 class _Chart:
@@ -588,9 +593,9 @@ class Playground:
         self._generation += 1
         generation, model = self._generation, self.model
         self._text, self._text_settings = "", self._text_key()
+        self._show_text(generating=True)
         with _inference(model):
             if s["strategy"] == "beam":
-                self._show_text(generating=True)
                 text = decoding.generate(model, self.tokenizer, prompt, "beam", self.max_new_tokens,
                                          num_beams=self.num_beams)
                 if generation != self._generation:
