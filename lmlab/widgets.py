@@ -1,7 +1,9 @@
 """Playgrounds for the notebooks: move a slider, watch the next-token distribution change.
 
     from lmlab.widgets import Playground
-    Playground(prompt="ROMEO:\\n")          # the shipped char model; any lmlab model + tokenizer also works
+    Playground(prompt="ROMEO:\\n")          # the shipped char model, with a menu that switches to SmolLM2
+    Playground("smollm2-135m", prompt="The cat sat on the")
+    Playground(model, tokenizer)            # any lmlab model + tokenizer (shown as "custom")
 
 `next_token_view` is the computation behind the plot, a pure function on logits `(batch, vocab)`;
 `Playground` wires it to ipywidgets. How the playground stays fast:
