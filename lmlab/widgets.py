@@ -1,7 +1,9 @@
 """Playgrounds for the notebooks: move a slider, watch the next-token distribution change.
 
     from lmlab.widgets import Playground
-    Playground(prompt="ROMEO:\\n")          # the shipped char model; any lmlab model + tokenizer also works
+    Playground(prompt="ROMEO:\\n")          # the shipped char model, with a menu that switches to SmolLM2
+    Playground("smollm2-135m", prompt="The cat sat on the")
+    Playground(model, tokenizer)            # any lmlab model + tokenizer (shown as "custom")
 
 `next_token_view` is the computation behind the plot, a pure function on logits `(batch, vocab)`;
 `Playground` wires it to ipywidgets. How the playground stays fast:
@@ -13,8 +15,15 @@
   saved background (blitting): the axes, token labels and titles are drawn again only when the prompt,
   the strategy or the y-axis range changes.
 - The sampled continuation costs one forward pass per token, so it is generated only when asked for
-  (Regenerate, New seed, a new seed or prompt), never on a slider move; it streams in as it is
+  (Regenerate, New seed, a new seed, prompt or model), never on a slider move; it streams in as it is
   generated, and is marked as out of date when the settings change after it was drawn.
+- The model picker loads each model on its first pick and keeps it, with its labels and its logits cache,
+  so that switching back is instant.
+
+A model switch while a continuation is being generated: the kernel handles one widget message at a time,
+so a pick made in the page waits until the generation ends, then shows the new model. A switch made from
+code during a generation (a `set(model=...)` from inside the stream) abandons the old generation: it stops
+writing, and the new model's view and continuation are shown.
 """
 
 from __future__ import annotations
@@ -38,6 +47,9 @@ from lmlab._checks import check_fraction, check_nonnegative_int, check_positive_
 from lmlab.viz import plot_distribution, token_label
 
 STRATEGIES = ("sample", "greedy", "beam")
+MODELS = ("shakespeare-char", "smollm2-135m")  # the picker's models, loaded by `lmlab.pretrained.load` when picked
+CUSTOM = "custom"  # the picker's name for a model given to the constructor
+_MAX_LABEL = 14  # characters of a bar's label: longer tokens are cut with "…"
 _YLIMS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)  # y-axis steps: the background is redrawn only on a step change
 _KEPT_COLOR, _AFTER_COLOR, _DROPPED_COLOR = "tab:blue", "tab:orange", "lightgrey"
 _MAX_SEED = 2**31 - 1
@@ -79,17 +91,44 @@ def next_token_view(logits, strategy="sample", temperature=1.0, top_k=None, top_
     return NextTokenView(probs, filtered_probs, kept, _entropy(probs), _entropy(filtered_probs), kept.sum(-1))
 
 
+def _byte_level_bytes():
+    """The byte-level BPE alphabet: the printable character that stands for each byte (Ġ for a space) -> byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + i): b for i, b in enumerate(others)}}
+
+
+_BYTE_OF = _byte_level_bytes()
+
+
+def _piece_text(piece: str) -> str:
+    """A byte-level piece ("Ġthe", "âĢ") as text; bytes of an unfinished character as \\xNN."""
+    if not all(c in _BYTE_OF for c in piece):
+        return piece  # not a byte-level piece (a control token's name, a WordPiece "##ing")
+    return bytes(_BYTE_OF[c] for c in piece).decode("utf-8", errors="backslashreplace")
+
+
+def readable_label(text: str, max_len: int = _MAX_LABEL) -> str:
+    """`text` as a bar label: whitespace made visible (␣ ↵ ⇥), other control characters as \\xNN, cut at `max_len`."""
+    text = "".join(c if c.isprintable() or c in " \n\t" else f"\\x{ord(c):02x}" for c in text)
+    label = token_label(text)
+    return label if len(label) <= max_len else label[: max_len - 1] + "…"
+
+
 def token_labels(tokenizer) -> list[str]:
-    """A printable label for every token id of `tokenizer` (its text, whitespace made visible)."""
+    """A short printable label for every token id of `tokenizer`.
+
+    The token's text with whitespace made visible ("␣the", "↵"); a control token by its name
+    ("<|im_end|>"); a byte-level piece that is only part of a character by its bytes ("\\xe2\\x80").
+    """
     if not all(hasattr(tokenizer, name) for name in ("encode", "decode", "vocab_size")):
         raise ValueError(f"tokenizer must have encode, decode and vocab_size (an lmlab tokenizer), got {type(tokenizer).__name__}")
     labels = []
     for i in range(tokenizer.vocab_size):
         text = tokenizer.decode([i])
-        if not text or "\ufffd" in text:  # a special token, or a lone byte of a character
-            text = tokenizer.id_to_token(i) if hasattr(tokenizer, "id_to_token") else f"<{i}>"
-        # control characters have no glyph: show their code instead
-        labels.append(token_label("".join(c if c.isprintable() or c in " \n\t" else f"\\x{ord(c):02x}" for c in text)))
+        if not text or "\ufffd" in text:  # a special token, or a piece of a multi-byte character
+            text = _piece_text(tokenizer.id_to_token(i)) if hasattr(tokenizer, "id_to_token") else f"<{i}>"
+        labels.append(readable_label(text))
     return labels
 
 
@@ -100,6 +139,17 @@ def _device(model):
 
 
 @contextlib.contextmanager
+def _one_thread():
+    """torch on one thread, restored afterwards (why: see `_inference`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
 def _inference(model):
     """No gradients, dropout off and one thread; the model's mode and torch's threads are restored afterwards.
 
@@ -107,24 +157,34 @@ def _inference(model):
     threads wait for each other far longer than they save (measured on the course's 2-core machine under
     load: 2 ms per token of the char model with one thread, over 100 ms with two).
     """
-    training, threads = getattr(model, "training", False), torch.get_num_threads()
+    training = getattr(model, "training", False)
     if training:
         model.eval()
-    torch.set_num_threads(1)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _one_thread():
             yield
     finally:
-        torch.set_num_threads(threads)
         if training:
             model.train()
+
+
+_PRETRAINED = {}  # name -> (model, tokenizer): every playground of a kernel shares one copy of each model
+
+
+def _load_pretrained(name):
+    from lmlab import pretrained
+
+    if name not in _PRETRAINED:
+        _PRETRAINED[name] = pretrained.load(name)
+    return _PRETRAINED[name]
 
 
 class _Chart:
     """Two bar charts over the same top tokens, before and after filtering, rendered to PNG bytes.
 
-    Everything but the bars is drawn once into a saved background; `png` repaints only the bars over
-    it unless the tokens, titles or y range changed.
+    Everything but the bars and the y axes is drawn once per set of tokens into a saved background; the
+    y axes are painted over it once per y range (a handful of steps, each kept), and `png` repaints only
+    the bars. A temperature sweep thus never redraws the token labels, the costliest part.
     """
 
     def __init__(self, figsize, dpi):
@@ -133,19 +193,24 @@ class _Chart:
         # fixed margins and title positions: automatic layout would triple the cost of a background redraw
         self.fig.subplots_adjust(left=0.07, right=0.99, bottom=0.1, top=0.9, wspace=0.04)
         self.ax_before, self.ax_after = self.fig.subplots(1, 2, sharey=True)
-        self.key, self.ylim = None, None  # (token ids, titles) and y range of the saved background
-        self.background = None
+        self.key = None  # (token ids, labels, titles) of the saved backgrounds
+        self.backgrounds = {}  # y range -> background with that range's y axes
 
     def png(self, ids, labels, probs, filtered_probs, kept, titles, ylim) -> bytes:
         """PNG of the bars of token `ids` (top,): probs and filtered_probs (vocab,), kept (vocab,) bool."""
-        if (tuple(ids), titles) != self.key:
+        key = (tuple(ids), tuple(labels[i] for i in ids), titles)  # labels too: another model, other tokens
+        if key != self.key:
             self._draw_axes(ids, labels, probs, titles)
-            self.key, self.ylim = (tuple(ids), titles), None
-        if ylim != self.ylim:  # the y range alone: no new ticks or labels, just a redraw of the background
-            self.ax_before.set_ylim(0, ylim)
             self.fig.canvas.draw()
-            self.background, self.ylim = self.fig.canvas.copy_from_bbox(self.fig.bbox), ylim
-        self.fig.canvas.restore_region(self.background)
+            self.key, self.backgrounds = key, {None: self.fig.canvas.copy_from_bbox(self.fig.bbox)}
+        if ylim not in self.backgrounds:  # a new y range: only the y axes are drawn over the base
+            self.fig.canvas.restore_region(self.backgrounds[None])
+            self.ax_before.set_ylim(0, ylim)
+            for ax in (self.ax_before, self.ax_after):
+                ax.draw_artist(ax.yaxis)
+            self.backgrounds[ylim] = self.fig.canvas.copy_from_bbox(self.fig.bbox)
+        self.ax_before.set_ylim(0, ylim)  # for the bars' scale
+        self.fig.canvas.restore_region(self.backgrounds[ylim])
         ids = torch.as_tensor(ids)
         before_colors = np.where(kept[ids].numpy(), _KEPT_COLOR, _DROPPED_COLOR)
         for bar, color in zip(self.ax_before.patches, before_colors):
@@ -161,15 +226,20 @@ class _Chart:
 
     def _draw_axes(self, ids, labels, probs, titles):
         top = len(ids)
+        # a character's label fits under its bar; longer tokens ("␣golden") stand upright, with room made below
+        longest = max(len(labels[i]) for i in ids)
+        rotation = 0 if longest <= 2 else 90
+        below = 0.3 if rotation == 0 else 0.2 + 0.07 * longest  # inches: 9-point characters are ~0.07 in wide
+        self.fig.subplots_adjust(bottom=below / self.fig.get_figheight())
         # both panels show the same tokens in the same order: filters only remove, temperature keeps the order
         for ax, title, color in zip((self.ax_before, self.ax_after), titles, (_KEPT_COLOR, _AFTER_COLOR)):
             ax.clear()
             plot_distribution(probs, labels, top=top, ax=ax, color=color)
             ax.set_title(title, fontsize=10, loc="left", y=1.0)
-            ax.tick_params(axis="x", labelsize=9)
+            ax.tick_params(axis="x", labelsize=9, labelrotation=rotation)
             ax.set_xlim(-0.6, top - 0.4)
-            for bar in ax.patches:
-                bar.set_animated(True)  # left out of the background, painted by `png`
+            for artist in (*ax.patches, ax.yaxis):
+                artist.set_animated(True)  # left out of the background, painted by `png`
         self.ax_after.set_ylabel("")
 
 
@@ -195,52 +265,104 @@ def _on_grid(value, slider):
 class Playground:
     """Next-token distribution of a prompt under temperature, top-k, top-p, min-p and a strategy, live.
 
-    model: any callable `model(input_ids (batch, seq)) -> logits (batch, seq, vocab)` (an lmlab GPT, or
-    a plain nn.Module), with `tokenizer` (encode, decode, vocab_size); both None: the shipped
-    "shakespeare-char" model. Sliders start at `temperature`, `top_k` (0 = off), `top_p` (1 = off) and
+    model: one of the picker's model names (`MODELS`: "shakespeare-char", "smollm2-135m"; None: the first),
+    or any callable `model(input_ids (batch, seq)) -> logits (batch, seq, vocab)` (an lmlab GPT, or a
+    plain nn.Module) with its `tokenizer` (encode, decode, vocab_size), shown in the picker as "custom".
+    `models` replaces the picker's list: {name: loader}, each loader a function returning (model, tokenizer),
+    called on the name's first pick. Sliders start at `temperature`, `top_k` (0 = off), `top_p` (1 = off) and
     `min_p` (0 = off). The chart shows the `top` most probable next tokens, before (grey: removed by
     the filters) and after filtering; the continuation has `max_new_tokens` tokens, drawn with `seed`.
 
     Display it as the last expression of a cell (or with `display`). From code: `set(temperature=0.5)`
-    changes controls with one redraw, `regenerate()` samples the continuation again, and `logits`,
+    (or `set(model="smollm2-135m")`) changes controls with one redraw, `regenerate()` samples the continuation again, and `logits`,
     `view`, `text` and `png` hold what is shown.
     """
 
     def __init__(self, model=None, tokenizer=None, prompt="ROMEO:\n", *, strategy="sample", temperature=1.0,
                  top_k=0, top_p=1.0, min_p=0.0, num_beams=4, seed=0, max_new_tokens=200, top=20,
-                 figsize=(10, 3.2), dpi=80, cache_size=64):
-        if (model is None) != (tokenizer is None):
-            raise ValueError("model and tokenizer must be given together, or both left out for the shipped char model")
-        if model is None:
-            from lmlab import pretrained
-
-            if "shakespeare-char" not in pretrained.available():
-                raise ValueError("model must be given: the shipped 'shakespeare-char' model is not installed "
-                                 f"(lmlab.pretrained.available() is {pretrained.available()})")
-            model, tokenizer = pretrained.load("shakespeare-char")
-        if not callable(model):
-            raise ValueError(f"model must be a callable mapping input_ids to logits, got {type(model).__name__}")
-        self.model, self.tokenizer = model, tokenizer
-        self.labels = token_labels(tokenizer)
+                 figsize=(10, 3.2), dpi=80, cache_size=64, models=None):
+        if models is None:
+            models = {name: (lambda name=name: _load_pretrained(name)) for name in MODELS}
+        if not isinstance(models, dict) or not all(isinstance(k, str) and callable(v) for k, v in models.items()):
+            raise ValueError("models must be a dict {name: loader}, each loader a function returning (model, tokenizer)")
+        self._loaders, self._loaded = dict(models), {}  # name -> loader; name -> (model, tokenizer, labels, logits cache)
+        if isinstance(model, str) or model is None:
+            if tokenizer is not None:
+                raise ValueError("tokenizer must be left out when model is a name: each named model brings its own")
+            if not self._loaders:
+                raise ValueError("models must name at least one model when no model is given")
+            name = next(iter(self._loaders)) if model is None else model
+            self._check_model_name(name)
+        else:
+            if tokenizer is None:
+                raise ValueError("model and tokenizer must be given together, or model given as a name")
+            if not callable(model):
+                raise ValueError(f"model must be a callable mapping input_ids to logits, got {type(model).__name__}")
+            name = CUSTOM
+            self._loaded[CUSTOM] = (model, tokenizer, token_labels(tokenizer), OrderedDict())
+            self._loaders = {CUSTOM: None, **{k: v for k, v in self._loaders.items() if k != CUSTOM}}
         self.num_beams = check_positive_int(num_beams, "num_beams")
         self.max_new_tokens = check_nonnegative_int(max_new_tokens, "max_new_tokens")
-        self.top = min(check_positive_int(top, "top"), len(self.labels))
+        self._top = check_positive_int(top, "top")
         self.cache_size = check_positive_int(cache_size, "cache_size")
-        self._logits_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._use_model(name)
         self._chart = _Chart(figsize, dpi)
-        self._build_controls(prompt, strategy, temperature, top_k, top_p, min_p, seed, figsize, dpi)
+        self._build_controls(name, prompt, strategy, temperature, top_k, top_p, min_p, seed, figsize, dpi)
         self._holding = False
+        self._generation = 0  # counts generations: a generation that is no longer the latest stops writing
         self._text, self._text_settings = "", None
         self._view, self._ids = None, None
         self._logits = self._next_token_logits(prompt)  # a bad prompt or model raises here, before any widget shows
         self._redraw()
         self.regenerate()
 
+    # ---- models -------------------------------------------------------------------------------------
+
+    def _check_model_name(self, name):
+        if name not in self._loaders:
+            raise ValueError(f"model must be one of {list(self._loaders)}, got {name!r}")
+
+    def _use_model(self, name):
+        """Make `name` the current model, loading it (once) when it is picked for the first time."""
+        self._check_model_name(name)
+        if name not in self._loaded:
+            loaded = self._loaders[name]()
+            if not (isinstance(loaded, tuple) and len(loaded) == 2 and callable(loaded[0])):
+                raise ValueError(f"models[{name!r}] must return (model, tokenizer), got {type(loaded).__name__}")
+            self._loaded[name] = (*loaded, token_labels(loaded[1]), OrderedDict())
+        self.model_name = name
+        self.model, self.tokenizer, self.labels, self._logits_cache = self._loaded[name]
+        self.top = min(self._top, len(self.labels))
+        self._max_k = len(self.labels)
+
+    def _switch_model(self, name, prompt):
+        """Switch to model `name` and return its logits for `prompt`; on any error the old model stays."""
+        old = self.model_name
+        if name not in self._loaded:
+            self.status.value = f'<i style="color:#777">loading {html.escape(name)}…</i>'
+        try:
+            self._use_model(name)
+            logits = self._next_token_logits(prompt)
+        except Exception:
+            self._use_model(old)
+            self.status.value = ""
+            raise
+        holding, self._holding = self._holding, True
+        try:  # a smaller vocabulary lowers top-k's value with its max: no redraw until the new logits are in
+            self.top_k.value = min(self.top_k.value, self._max_k)
+            self.top_k.max = self._max_k
+        finally:
+            self._holding = holding
+        self._logits = logits
+        return logits
+
     # ---- controls -----------------------------------------------------------------------------------
 
     def _check(self, name, value):
         """`value` for control `name`, checked against what the control allows."""
-        if name == "prompt":
+        if name == "model":
+            self._check_model_name(value)
+        elif name == "prompt":
             self._next_token_logits(value)  # a prompt is fine when the model can read it
         elif name == "strategy" and value not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {value!r}")
@@ -256,8 +378,7 @@ class Playground:
             raise ValueError(f"seed must be <= {_MAX_SEED}, got {value}")
         return value
 
-    def _build_controls(self, prompt, strategy, temperature, top_k, top_p, min_p, seed, figsize, dpi):
-        self._max_k = min(len(self.labels), 100)
+    def _build_controls(self, model_name, prompt, strategy, temperature, top_k, top_p, min_p, seed, figsize, dpi):
         for name, value in (("strategy", strategy), ("top_k", top_k), ("seed", seed)):
             self._check(name, value)
         temperature = check_fraction(temperature, "temperature", 0.0, 2.0)
@@ -266,6 +387,8 @@ class Playground:
         # a text area, since prompts have line breaks ("ROMEO:\n"); the model runs when it loses focus
         self.prompt = widgets.Textarea(value=prompt, description="prompt", rows=2, continuous_update=False,
                                        layout=widgets.Layout(width="500px"), style=style)
+        self.model_picker = widgets.Dropdown(options=list(self._loaders), value=model_name, description="model",
+                                             layout=widgets.Layout(width="260px"), style={"description_width": "45px"})
         self.strategy = widgets.Dropdown(options=STRATEGIES, value=strategy, description="strategy",
                                          layout=widgets.Layout(width="220px"), style={"description_width": "60px"})
         self.temperature = _grid_slider("temperature", 0.0, 2.0, 0.05, temperature, wide, style)
@@ -284,9 +407,10 @@ class Playground:
         self.status = widgets.HTML()
         self.continuation = widgets.HTML(layout=widgets.Layout(width="800px"))
         # stable CSS classes: the browser tests (and anyone styling the page) find the parts by them
-        for name in ("prompt", "strategy", "temperature", "top_k", "top_p", "min_p", "seed", "plot", "readout",
+        for name in ("model_picker", "prompt", "strategy", "temperature", "top_k", "top_p", "min_p", "seed", "plot", "readout",
                      "status", "continuation", "regenerate_button", "new_seed_button"):
             getattr(self, name).add_class("lmlab-" + name.replace("_", "-"))
+        self.model_picker.observe(self._on_model, names="value")
         self.prompt.observe(self._on_prompt, names="value")
         for control in (self.strategy, self.temperature, self.top_k, self.top_p, self.min_p):
             control.observe(self._on_filter, names="value")
@@ -294,6 +418,7 @@ class Playground:
         self.regenerate_button.on_click(lambda button: self._generate())
         self.new_seed_button.on_click(lambda button: self._next_seed())
         self.ui = widgets.VBox([
+            widgets.HBox([self.model_picker]),
             widgets.HBox([self.prompt, self.strategy]),
             widgets.HBox([self.temperature, self.top_k]),
             widgets.HBox([self.top_p, self.min_p]),
@@ -321,25 +446,41 @@ class Playground:
         }
 
     def set(self, **values):
-        """Change several controls at once (prompt, strategy, temperature, top_k, top_p, min_p, seed) with one update."""
-        names = ("prompt", "strategy", "temperature", "top_k", "top_p", "min_p", "seed")
+        """Change several controls at once (model, prompt, strategy, temperature, top_k, top_p, min_p, seed) with one update.
+
+        A model is loaded (once) and checked on the prompt before any control changes: a prompt it cannot
+        read raises, and the old model stays.
+        """
+        names = ("model", "prompt", "strategy", "temperature", "top_k", "top_p", "min_p", "seed")
         unknown = sorted(set(values) - set(names))
         if unknown:
             raise ValueError(f"set takes the controls {names}, got unknown {unknown}")
-        values = {name: self._check(name, value) for name, value in values.items()}
-        old = {name: getattr(self, name).value for name in names}
+        old_model = self.model_name
+        if "model" in values:
+            self._check_model_name(values["model"])
+            prompt = values.get("prompt", self.prompt.value)
+            if not isinstance(prompt, str) or not prompt:
+                raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+            self._switch_model(values["model"], prompt)
+        try:
+            values = {name: self._check(name, value) for name, value in values.items()}
+        except ValueError:
+            self._switch_model(old_model, self.prompt.value)
+            raise
+        widget = {name: self.model_picker if name == "model" else getattr(self, name) for name in names}
+        old = {name: widget[name].value for name in names}
         self._holding = True
         try:
             for name, value in values.items():
-                getattr(self, name).value = value
+                widget[name].value = value
         finally:
             self._holding = False
-        changed = {name for name in names if getattr(self, name).value != old[name]}
-        if "prompt" in changed:
+        changed = {name for name in names if widget[name].value != old[name]}
+        if changed & {"model", "prompt"}:
             self._on_prompt(None)
         elif changed - {"seed"}:
             self._on_filter(None)
-        if "seed" in changed and "prompt" not in changed:
+        if "seed" in changed and not changed & {"model", "prompt"}:
             self._generate()
 
     # ---- reactions ----------------------------------------------------------------------------------
@@ -354,6 +495,21 @@ class Playground:
             return
         self._redraw()
         self._generate()
+
+    def _on_model(self, change):
+        if self._holding:
+            return
+        try:
+            self._switch_model(change.new, self.prompt.value)
+        except Exception as error:  # a model that fails to load or to read the prompt: the old one stays
+            self._holding = True
+            try:
+                self.model_picker.value = change.old
+            finally:
+                self._holding = False
+            self.status.value = f'<span style="color:#b00">{html.escape(str(error))}</span>'
+            return
+        self._on_prompt(None)
 
     def _on_filter(self, change):
         if self._holding:
@@ -406,8 +562,9 @@ class Playground:
 
     def _redraw(self):
         s = self.settings()
-        view = next_token_view(self._logits, s["strategy"], s["temperature"], s["top_k"], s["top_p"], s["min_p"],
-                               self.num_beams)
+        with _one_thread():  # filtering a 49k vocabulary is a few ms: threads would only wait for each other
+            view = next_token_view(self._logits, s["strategy"], s["temperature"], s["top_k"], s["top_p"], s["min_p"],
+                                   self.num_beams)
         probs, filtered, kept = view.probs[0], view.filtered_probs[0], view.kept[0]
         ids = probs.topk(self.top).indices.tolist()
         highest = max(float(probs.max()), float(filtered[ids].max()))
@@ -423,7 +580,7 @@ class Playground:
     # ---- continuation -------------------------------------------------------------------------------
 
     def _text_key(self):
-        return (self.prompt.value, self.seed.value, tuple(sorted(self.settings().items())))
+        return (self.prompt.value, self.model_name, self.seed.value, tuple(sorted(self.settings().items())))
 
     def _generate(self):
         if self._holding:
@@ -435,18 +592,25 @@ class Playground:
             self.status.value = f'<span style="color:#b00">{html.escape(str(error))}</span>'
             return
         s = self.settings()
+        self._generation += 1
+        generation, model = self._generation, self.model
         self._text, self._text_settings = "", self._text_key()
-        with _inference(self.model):
+        self._show_text(generating=True)
+        with _inference(model):
             if s["strategy"] == "beam":
-                self._show_text(generating=True)
-                self._text = decoding.generate(self.model, self.tokenizer, prompt, "beam", self.max_new_tokens,
-                                               num_beams=self.num_beams)
+                text = decoding.generate(model, self.tokenizer, prompt, "beam", self.max_new_tokens,
+                                         num_beams=self.num_beams)
+                if generation != self._generation:
+                    return
+                self._text = text
             else:
                 options = {} if s["strategy"] == "greedy" else {
                     "temperature": s["temperature"], "top_k": s["top_k"], "top_p": s["top_p"], "min_p": s["min_p"],
                     "seed": self.seed.value}
                 shown = time.perf_counter()
-                for piece in decoding.stream(self.model, self.tokenizer, prompt, s["strategy"], self.max_new_tokens, **options):
+                for piece in decoding.stream(model, self.tokenizer, prompt, s["strategy"], self.max_new_tokens, **options):
+                    if generation != self._generation:  # a newer generation (or model) took over: stop writing
+                        return
                     self._text += piece
                     if time.perf_counter() - shown > 0.1:  # stream to the page ten times a second, not per token
                         self._show_text(generating=True)

@@ -11,6 +11,7 @@ from torch import nn
 from lmlab import decoding, pretrained, viz
 from lmlab.models import GPT, GPTConfig
 from lmlab.tokenizers import BPETokenizer, CharTokenizer
+from lmlab import widgets
 from lmlab.widgets import Playground, next_token_view, token_labels
 
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\nJULIET:\nO Romeo, Romeo, wherefore art thou?\n"
@@ -274,3 +275,153 @@ def test_a_slider_move_is_fast(model, tokenizer):
         pg.temperature.value = round(0.5 + 0.05 * i, 2)
         times.append(time.perf_counter() - start)
     assert statistics.median(times) < 0.1, f"median redraw {statistics.median(times) * 1000:.0f} ms"
+
+
+# ---- the model picker ------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def two_models(model, tokenizer):
+    """A char GPT and a byte-level BPE bigram (a larger vocabulary), with counts of how often each is loaded."""
+    torch.manual_seed(0)
+    bpe = BPETokenizer.train(TEXT * 20, vocab_size=300)
+    bigram = Bigram(bpe.vocab_size).eval()
+    with torch.no_grad():  # peaked, so that every filter removes something
+        bigram.table.weight.mul_(4)
+    loads = {"char": 0, "bpe": 0}
+
+    def loader(name, pair):
+        def load():
+            loads[name] += 1
+            return pair
+        return load
+
+    return {"char": loader("char", (model, tokenizer)), "bpe": loader("bpe", (bigram, bpe))}, loads, bigram, bpe
+
+
+def test_a_model_is_loaded_on_its_first_pick_and_kept(two_models):
+    models, loads, bigram, bpe = two_models
+    pg = Playground("char", models=models, max_new_tokens=5)
+    assert pg.model_picker.options == ("char", "bpe") and loads == {"char": 1, "bpe": 0}
+    pg.model_picker.value = "bpe"  # as a pick in the page does
+    assert pg.model is bigram and loads == {"char": 1, "bpe": 1}
+    assert pg.logits.shape == (1, bpe.vocab_size) and len(pg.labels) == bpe.vocab_size
+    assert torch.allclose(pg.logits, bigram(torch.tensor([bpe.encode("ROMEO:\n")]))[:, -1])
+    assert readout_numbers(pg)[3] == bpe.vocab_size and pg.top_k.max == bpe.vocab_size
+    assert pg.text == decoding.generate(bigram, bpe, "ROMEO:\n", "sample", 5, seed=0)
+    pg.model_picker.value = "char"
+    pg.model_picker.value = "bpe"
+    assert loads == {"char": 1, "bpe": 1}
+
+
+def test_a_model_switch_keeps_every_control_working(two_models, model, tokenizer):
+    models, loads, bigram, bpe = two_models
+    pg = Playground("char", models=models, max_new_tokens=5)
+    pg.set(model="bpe", top_k=200)  # more than the char model's vocabulary: allowed once the model is switched
+    assert readout_numbers(pg)[2] == 200
+    for name, value in [("temperature", 1.5), ("top_k", 50), ("top_p", 0.9), ("min_p", 0.2), ("strategy", "greedy"),
+                        ("strategy", "beam"), ("strategy", "sample")]:
+        png = pg.png
+        getattr(pg, name).value = value
+        assert pg.png != png, f"{name} did not redraw after the switch"
+    expected = next_token_view(pg.logits, temperature=1.5, top_k=50, top_p=0.9, min_p=0.2)
+    assert torch.equal(pg.view.kept, expected.kept) and readout_numbers(pg)[2] == int(expected.num_kept) < 50
+    assert pg.regenerate(seed=3) == decoding.generate(bigram, bpe, "ROMEO:\n", "sample", 5, temperature=1.5, top_k=50,
+                                                      top_p=0.9, min_p=0.2, seed=3)
+    pg.strategy.value = "greedy"
+    assert pg.regenerate() == decoding.generate(bigram, bpe, "ROMEO:\n", "greedy", 5)
+    pg.set(strategy="sample", top_k=200)
+    calls = model.calls
+    pg.model_picker.value = "char"  # a smaller vocabulary: top-k is cut to it, the prompt's logits come from the cache
+    assert pg.top_k.max == tokenizer.vocab_size and pg.top_k.value == tokenizer.vocab_size
+    assert model.calls == calls + 5  # only the 5 tokens of the new continuation
+    assert [pg._chart.ax_before.get_xticklabels()[i].get_text() for i in range(3)] == [pg.labels[i] for i in pg.top_ids[:3]]
+    pg.new_seed_button.click()
+    assert pg.seed.value == 4 and pg.text == decoding.generate(model, tokenizer, "ROMEO:\n", "sample", 5,
+                                                               temperature=1.5, top_p=0.9, min_p=0.2, seed=4)
+
+
+def test_the_given_model_is_custom_next_to_the_named_ones(model, tokenizer, two_models):
+    models, loads, bigram, bpe = two_models
+    pg = Playground(model, tokenizer, models={"bpe": models["bpe"]}, max_new_tokens=3)
+    assert pg.model_picker.options == ("custom", "bpe") and pg.model_name == "custom"
+    pg.set(model="bpe")
+    pg.set(model="custom")
+    assert pg.model is model and loads["bpe"] == 1
+    assert Playground(model, tokenizer, max_new_tokens=0).model_picker.options == ("custom", *widgets.MODELS)
+
+
+def test_a_switch_to_a_model_that_cannot_read_the_prompt_keeps_the_old_one(two_models, tokenizer):
+    models, loads, bigram, bpe = two_models
+    pg = Playground("bpe", models=models, prompt="zzz", max_new_tokens=3)  # byte-level BPE reads anything
+    png = pg.png
+    with pytest.raises(ValueError, match="never saw"):
+        pg.set(model="char")
+    assert pg.model is bigram and pg.model_picker.value == "bpe" and pg.top_k.max == bpe.vocab_size
+    pg.model_picker.value = "char"  # in the page: the error shows, the picker goes back
+    assert "never saw" in pg.status.value and pg.model_picker.value == "bpe" and pg.model is bigram and pg.png == png
+    pg.set(model="char", prompt="ROMEO:")  # with a prompt it can read, it switches
+    assert pg.model_name == "char" and pg.text == decoding.generate(pg.model, tokenizer, "ROMEO:", "sample", 3, seed=0)
+
+
+def test_unknown_model_names_raise_one_sentence(two_models, model, tokenizer):
+    models = two_models[0]
+    with pytest.raises(ValueError, match=r"model must be one of \['char', 'bpe'\], got 'gpt-9'"):
+        Playground("gpt-9", models=models)
+    pg = Playground("char", models=models, max_new_tokens=0)
+    with pytest.raises(ValueError, match="model must be one of"):
+        pg.set(model="gpt-9")
+    with pytest.raises(ValueError, match="tokenizer must be left out"):
+        Playground("char", tokenizer, models=models)
+    with pytest.raises(ValueError, match="models must be a dict"):
+        Playground(models={"char": (model, tokenizer)})
+    with pytest.raises(ValueError, match=r"models\['bad'\] must return"):
+        Playground("bad", models={"bad": lambda: model})
+
+
+def test_a_model_switch_during_generation_abandons_it_for_the_new_model(two_models, monkeypatch):
+    models, loads, bigram, bpe = two_models
+    pg = Playground("char", models=models, max_new_tokens=20)
+    real_stream, pieces = decoding.stream, []
+
+    def stream_that_switches(*args, **kwargs):  # the user picks another model while the char model streams
+        for i, piece in enumerate(real_stream(*args, **kwargs)):
+            pieces.append(piece)
+            if i == 2 and pg.model_name == "char":
+                pg.set(model="bpe")
+            yield piece
+
+    monkeypatch.setattr(decoding, "stream", stream_that_switches)
+    pg.regenerate(seed=1)
+    assert pg.model_name == "bpe" and pg.model is bigram
+    assert pg.text == decoding.generate(bigram, bpe, "ROMEO:\n", "sample", 20, seed=1)  # the new model's, whole
+    assert "generating" not in pg.status.value and "settings changed" not in pg.status.value
+
+
+def test_byte_level_tokens_get_readable_labels():
+    tok = BPETokenizer.train(TEXT * 20 + "caf\u00e9 \U0001F600\n" * 5, vocab_size=320, special_tokens=["<|endoftext|>"])
+    labels = token_labels(tok)
+    assert labels[tok.encode(" Romeo")[0]] == "\u2423Romeo"  # leading space as ␣ (byte-level Ġ decoded)
+    assert labels[tok.encode("\n")[0]] == "\u21b5"  # newline as ↵
+    assert labels[0] == "<|endoftext|>"  # a control token by its name
+    # a piece of a multi-byte character: its bytes, since it is no text on its own
+    assert labels[tok.hf.token_to_id("\u00c3")] == "\\xc3" and labels[tok.hf.token_to_id("\u00f0")] == "\\xf0"
+    assert widgets.readable_label("a" * 40) == "a" * 13 + "\u2026" and widgets.readable_label("\x07") == "\\x07"
+
+
+@pytest.mark.slow
+def test_smollm2_in_the_playground():
+    pg = Playground("smollm2-135m", prompt="The cat sat on the", max_new_tokens=8)
+    model, tok = pg.model, pg.tokenizer
+    assert pg.top_k.max == tok.vocab_size == 49152 and len(pg.labels) == 49152
+    assert pg.labels[tok.encode(" the")[0]] == "\u2423the" and pg.labels[tok.eos_token_id] == "<|im_end|>"
+    assert pg.labels[pg.top_ids[0]] == "\u2423" + tok.decode([pg.top_ids[0]]).strip()
+    assert pg.text == decoding.generate(model, tok, "The cat sat on the", "sample", 8, seed=0)
+    entropy = readout_numbers(pg)[1]
+    png = pg.png
+    pg.set(temperature=0.5, top_k=1000)
+    assert pg.png != png and readout_numbers(pg)[1] < entropy and readout_numbers(pg)[2] <= 1000
+    pg.set(model="shakespeare-char", prompt="ROMEO:\n")
+    assert pg.top_k.value == pg.top_k.max == pg.tokenizer.vocab_size and len(pg.labels) == pg.tokenizer.vocab_size
+    pg.set(model="smollm2-135m", prompt="The cat sat on the")
+    assert pg.model is model and pg.logits.shape == (1, 49152)  # kept, not loaded again
