@@ -30,7 +30,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PRESSES = 8  # key presses on the temperature slider, each one redraw
-LATENCY_BUDGET_MS = 300
+LATENCY_BUDGET_MS = 300  # the goal, printed next to each measurement: speed is reported, never asserted in a test
 
 
 def require(*modules):
@@ -188,8 +188,7 @@ def switch_model(page, name, vocab_size):
 def report(where, latencies, screenshot):
     median = statistics.median(latencies)
     print(f"\n{where}: slider -> plot latency median {median:.0f} ms over {len(latencies)} key presses "
-          f"(min {min(latencies):.0f}, max {max(latencies):.0f}); screenshot {screenshot}")
-    assert median < LATENCY_BUDGET_MS, f"{where}: median slider -> plot latency {median:.0f} ms > {LATENCY_BUDGET_MS} ms"
+          f"(min {min(latencies):.0f}, max {max(latencies):.0f}; target {LATENCY_BUDGET_MS} ms); screenshot {screenshot}")
 
 
 def run_all_cells(page, tries=20):
