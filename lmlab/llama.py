@@ -9,7 +9,7 @@
                               head, so the cache keeps fewer heads
 
 The output head shares its matrix with the token embedding, as our GPT's does. `Llama` has the
-interface of `lmlab.models.GPT` (`forward(input_ids, cache=None)`, `new_cache(batch_size)`,
+interface of `lmlab.models.GPT` (`forward(input_ids, cache=None, attention_mask=None)`, `new_cache(batch_size)`,
 `config.block_size`), so every function of `lmlab.decoding` works on it unchanged.
 
 `from_gguf(path)` builds one from a llama.cpp GGUF file (see `lmlab.gguf`); `from_hf_dir` and
