@@ -169,7 +169,12 @@ PADDED_TEXTS = ["The cat sat on the", "Once upon a time", "ROMEO:\nWhat light th
 
 
 def bench_padded(label, model, tokenizer, new_tokens, repeats):
-    """4 unequal prompts as one padded batch vs one at a time; checks that both give the same texts."""
+    """4 unequal prompts as one padded batch vs one at a time; checks that both give the same texts.
+
+    The prompts and their continuations must fit in the model's context (a padded batch slides its window
+    when the longest row needs it, a prompt alone when it does): new_tokens is cut to fit."""
+    longest = max(len(tokenizer.encode(text)) for text in PADDED_TEXTS)
+    new_tokens = min(new_tokens, model.config.block_size - longest)
     for strategy, options in (("greedy", {}), ("sample", dict(SAMPLING, seed=[0, 1, 2, 3]))):
         def batch():
             return decoding.generate(model, tokenizer, PADDED_TEXTS, strategy, new_tokens, **options)
@@ -182,7 +187,7 @@ def bench_padded(label, model, tokenizer, new_tokens, repeats):
         same = batch() == alone()
         t = best_times({"batch": batch, "alone": alone}, repeats)
         n = len(PADDED_TEXTS) * new_tokens
-        print(f"{label:<22} {strategy:<8} padded batch of 4 {n / t['batch']:8.0f} tok/s   one at a time "
+        print(f"{label:<22} {strategy:<8} {new_tokens:4d} new  padded batch of 4 {n / t['batch']:8.0f} tok/s   one at a time "
               f"{n / t['alone']:8.0f} tok/s   batch/alone {t['alone'] / t['batch']:5.2f}x   same texts: {same}",
               flush=True)
 
