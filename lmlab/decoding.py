@@ -269,7 +269,7 @@ def repetition_penalty(logits, input_ids, penalty):
     return _repetition_penalty(logits, input_ids.long(), penalty)
 
 
-def _no_repeat_ngram(logits, input_ids, n, name="n"):
+def _no_repeat_ngram(logits, input_ids, n, name="n", pad=None):
     batch, length = input_ids.shape
     vocab = logits.shape[-1]
     if length < n:
@@ -277,6 +277,8 @@ def _no_repeat_ngram(logits, input_ids, n, name="n"):
     windows = input_ids.unfold(1, n, 1)  # (batch, length - n + 1, n): every n-gram of each row
     prefix = input_ids[:, length - n + 1 :]  # the n - 1 last tokens, which the next token would extend
     matches = (windows[..., :-1] == prefix[:, None]).all(-1)
+    if pad is not None:  # left padding (batch,): n-grams that reach into it are not the row's
+        matches &= torch.arange(windows.shape[1], device=pad.device)[None, :] >= pad[:, None]
     # the n-grams that start with the prefix ban their last token; the others write to a spare column
     banned = torch.zeros(batch, vocab + 1, dtype=torch.bool, device=logits.device)
     banned.scatter_(1, torch.where(matches, windows[..., -1], vocab), True)
@@ -299,7 +301,7 @@ def no_repeat_ngram(logits, input_ids, n):
 
 
 def _processors(temperature=1.0, top_k=None, top_p=None, min_p=None, typical_p=None,
-                repetition_penalty=None, no_repeat_ngram_size=None, min_tokens_to_keep=1):
+                repetition_penalty=None, no_repeat_ngram_size=None, min_tokens_to_keep=1, pad=None):
     """Check the options and return the filters they ask for, in order, as functions (logits, input_ids) -> logits."""
     temperature = _check_number(temperature, "temperature", 0.0)
     keep = check_positive_int(min_tokens_to_keep, "min_tokens_to_keep")
@@ -309,7 +311,7 @@ def _processors(temperature=1.0, top_k=None, top_p=None, min_p=None, typical_p=N
         steps.append(lambda x, ids: _repetition_penalty(x, ids, penalty))
     if no_repeat_ngram_size is not None:
         n = check_positive_int(no_repeat_ngram_size, "no_repeat_ngram_size")
-        steps.append(lambda x, ids: _no_repeat_ngram(x, ids, n, "no_repeat_ngram_size"))
+        steps.append(lambda x, ids: _no_repeat_ngram(x, ids, n, "no_repeat_ngram_size", pad))
     if temperature != 1.0:
         steps.append(lambda x, ids: _temperature(x, temperature))
     if top_k is not None:
@@ -544,9 +546,11 @@ def _generators(generator, seed, batch, device):
 
 
 def _sampler(batch, device, temperature=1.0, top_k=None, top_p=None, min_p=None, typical_p=None,
-             repetition_penalty=None, no_repeat_ngram_size=None, generator=None, seed=None):
-    """Check sample's options and return its `pick(logits, seq) -> next tokens (batch,)`."""
-    steps = _processors(temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size)
+             repetition_penalty=None, no_repeat_ngram_size=None, generator=None, seed=None, pad=None):
+    """Check sample's options and return its `pick(logits, seq) -> next tokens (batch,)`; `pad` (batch,): each
+    row's left padding, or None."""
+    steps = _processors(temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size,
+                        pad=pad)
     generator = _generators(generator, seed, batch, device)
 
     def pick(logits, seq):
@@ -588,17 +592,14 @@ def sample(model, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=
     prompt sampled alone; give a list of seeds or generators, one per row, to make each row independent
     of the others (row i then equals sampling prompt i alone with seed[i]). Without either, torch's
     global generator is used (`torch.manual_seed`). attention_mask (batch, seq): 1 = token, 0 = left
-    padding, as for `greedy`; with padding, no_repeat_ngram_size is refused (padding would make n-grams).
+    padding, as for `greedy`.
     """
     input_ids = _check_prompt(input_ids)
     _check_new_tokens(max_new_tokens, *input_ids.shape)
     _check_eos(eos_token_id)
-    pick = _sampler(input_ids.shape[0], input_ids.device, temperature, top_k, top_p, min_p, typical_p,
-                    repetition_penalty, no_repeat_ngram_size, generator, seed)
     pad = _padding(model, input_ids, attention_mask)
-    if pad is not None and no_repeat_ngram_size is not None:
-        raise ValueError("no_repeat_ngram_size cannot be used with a padded batch (attention_mask with zeros); "
-                         "sample prompts of unequal lengths one at a time")
+    pick = _sampler(input_ids.shape[0], input_ids.device, temperature, top_k, top_p, min_p, typical_p,
+                    repetition_penalty, no_repeat_ngram_size, generator, seed, pad)
     return _run(model, input_ids, max_new_tokens, pick, eos_token_id, streamer, use_cache, pad)
 
 
@@ -892,7 +893,7 @@ def stream(model, tokenizer, prompt, strategy="greedy", max_new_tokens=100, eos_
                          f"got {strategy!r}")
     if strategy == "greedy" and options:
         raise ValueError(f"options must be empty for greedy streaming, got {sorted(options)}")
-    _check_options(options, _sampler, strategy, given=("batch", "device"))
+    _check_options(options, _sampler, strategy, given=("batch", "device", "pad"))
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be one string for streaming, got {type(prompt).__name__}")
     input_ids, _ = _encode(tokenizer, prompt, _device(model))  # one prompt: no padding
