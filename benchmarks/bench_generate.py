@@ -17,6 +17,10 @@ Columns: tokens/s counts the new tokens of one output sequence (for beam search,
 "overhead" is the time per token spent outside the model's forward passes (sampling, filters, beam
 bookkeeping, cache reordering, Python), measured as generate time minus the same forwards run bare.
 Each number is the best of --repeats runs.
+
+Padded batches: 4 prompts of unequal lengths generated as one left-padded batch (`generate` with a list)
+against the same 4 prompts one at a time, greedy and sampling (one seed per prompt), on the shipped char
+model and on SmolLM2-135M (when it is cached); tokens/s counts the new tokens of all 4 prompts.
 """
 
 from __future__ import annotations
@@ -160,6 +164,34 @@ def print_row(row, new_tokens):
     print(f"{row['model']:<22} {row['strategy']:<8} {cached} {naive} {hf}", flush=True)
 
 
+PADDED_TEXTS = ["The cat sat on the", "Once upon a time", "ROMEO:\nWhat light through yonder window breaks?",
+                "In the beginning the Universe was created. This has made a lot of people very angry"]
+
+
+def bench_padded(label, model, tokenizer, new_tokens, repeats):
+    """4 unequal prompts as one padded batch vs one at a time; checks that both give the same texts.
+
+    The prompts and their continuations must fit in the model's context (a padded batch slides its window
+    when the longest row needs it, a prompt alone when it does): new_tokens is cut to fit."""
+    longest = max(len(tokenizer.encode(text)) for text in PADDED_TEXTS)
+    new_tokens = min(new_tokens, model.config.block_size - longest)
+    for strategy, options in (("greedy", {}), ("sample", dict(SAMPLING, seed=[0, 1, 2, 3]))):
+        def batch():
+            return decoding.generate(model, tokenizer, PADDED_TEXTS, strategy, new_tokens, **options)
+
+        def alone():
+            return [decoding.generate(model, tokenizer, text, strategy, new_tokens,
+                                      **{**options, **({"seed": options["seed"][i]} if "seed" in options else {})})
+                    for i, text in enumerate(PADDED_TEXTS)]
+
+        same = batch() == alone()
+        t = best_times({"batch": batch, "alone": alone}, repeats)
+        n = len(PADDED_TEXTS) * new_tokens
+        print(f"{label:<22} {strategy:<8} {new_tokens:4d} new  padded batch of 4 {n / t['batch']:8.0f} tok/s   one at a time "
+              f"{n / t['alone']:8.0f} tok/s   batch/alone {t['alone'] / t['batch']:5.2f}x   same texts: {same}",
+              flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--new-tokens", type=int, default=500)
@@ -168,6 +200,8 @@ def main():
     parser.add_argument("--skip-naive", action="store_true", help="skip the slow full-recompute runs")
     parser.add_argument("--skip-hf", action="store_true", help="skip transformers")
     parser.add_argument("--skip-shipped", action="store_true", help="skip the shipped char model")
+    parser.add_argument("--padded-new-tokens", type=int, default=100, help="new tokens per prompt, padded batches")
+    parser.add_argument("--only-padded", action="store_true", help="run only the padded-batch rows")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -186,6 +220,8 @@ def main():
     print(f"torch {torch.__version__}, transformers {hf_version if with_hf else '-'}, "
           f"torch.get_num_threads() = {torch.get_num_threads()}, {args.new_tokens} new tokens, "
           f"prompt {PROMPT_LEN} tokens, best of {args.repeats}\n")
+    if args.only_padded:
+        return padded_rows(args)
     print(HEADER)
 
     torch.manual_seed(0)
@@ -203,6 +239,25 @@ def main():
               for key, target, other in (("cached/naive", 10, "naive"), ("cached/HF", 3, "hf"))
               if other in r and r[other] / r["cached"] < target]
     print("all targets met" if not misses else "missed: " + ", ".join(misses))
+    padded_rows(args)
+
+
+def padded_rows(args):
+    from lmlab import pretrained
+
+    print(f"\npadded batches: 4 prompts of {sorted(len(t) for t in PADDED_TEXTS)} characters, "
+          f"{args.padded_new_tokens} new tokens each, best of {args.repeats}")
+    models = [] if args.skip_shipped else ["shakespeare-char"]
+    try:
+        from lmlab.pretrained import smollm2
+
+        smollm2.fetch(progress=False)  # from the cache; offline and not cached: skipped
+        models.append("smollm2-135m")
+    except (ImportError, ConnectionError, ValueError) as err:
+        print(f"smollm2-135m: skipped ({err})")
+    for name in models:
+        model, tokenizer = pretrained.load(name, progress=False) if name == "smollm2-135m" else pretrained.load(name)
+        bench_padded(name, model.eval(), tokenizer, args.padded_new_tokens, args.repeats)
 
 
 if __name__ == "__main__":

@@ -36,9 +36,11 @@ key/value cache; any other callable recomputes the whole context every step (als
   `(block_size + 1) // 2` tokens, so the window slides by half a block at a time and the cost of
   re-prefilling is shared by the half block of cheap steps that follow. Both paths give the same tokens
   as long as prompt + output fit in `block_size`.
-- Batches: all prompts of a batch have the same length (a tensor `(batch, seq)`); prompts of unequal
-  lengths are generated one at a time (`generate` raises a ValueError for them), since the models have
-  no attention mask for left padding.
+- Batches: prompts of unequal lengths are padded on the left, with `attention_mask` (batch, seq) saying
+  which positions are tokens (1) and which padding (0); the model (GPT, Llama: any that takes
+  `attention_mask=`) then reads each row as if alone, so a padded batch gives each prompt's tokens alone
+  (greedy; sampling with one seed per row). `generate` pads a list of prompts itself. The sliding window
+  starts when the padded length (longest prompt + output) exceeds `block_size`.
 - Rows that produce `eos_token_id` are finished: they are padded with `eos_token_id` while the others go
   on, and the search stops when every row has finished.
 - Sizes: `max_new_tokens` is at most 1,000,000 and `num_beams` at most 10,000, and the generated ids
@@ -56,6 +58,7 @@ from typing import Iterator, NamedTuple
 import torch
 
 from lmlab._checks import check_fraction, check_ids, check_nonnegative_int, check_positive_int
+from lmlab.models import left_padding
 
 _MASS_TOL = 1e-6  # probability mass this close to the threshold counts as reaching it (float rounding)
 _LOG_TOL = 1e-5  # the same for min-p's ratio of probabilities, in log space
@@ -266,7 +269,7 @@ def repetition_penalty(logits, input_ids, penalty):
     return _repetition_penalty(logits, input_ids.long(), penalty)
 
 
-def _no_repeat_ngram(logits, input_ids, n, name="n"):
+def _no_repeat_ngram(logits, input_ids, n, name="n", pad=None):
     batch, length = input_ids.shape
     vocab = logits.shape[-1]
     if length < n:
@@ -274,6 +277,8 @@ def _no_repeat_ngram(logits, input_ids, n, name="n"):
     windows = input_ids.unfold(1, n, 1)  # (batch, length - n + 1, n): every n-gram of each row
     prefix = input_ids[:, length - n + 1 :]  # the n - 1 last tokens, which the next token would extend
     matches = (windows[..., :-1] == prefix[:, None]).all(-1)
+    if pad is not None:  # left padding (batch,): n-grams that reach into it are not the row's
+        matches &= torch.arange(windows.shape[1], device=pad.device)[None, :] >= pad[:, None]
     # the n-grams that start with the prefix ban their last token; the others write to a spare column
     banned = torch.zeros(batch, vocab + 1, dtype=torch.bool, device=logits.device)
     banned.scatter_(1, torch.where(matches, windows[..., -1], vocab), True)
@@ -296,7 +301,7 @@ def no_repeat_ngram(logits, input_ids, n):
 
 
 def _processors(temperature=1.0, top_k=None, top_p=None, min_p=None, typical_p=None,
-                repetition_penalty=None, no_repeat_ngram_size=None, min_tokens_to_keep=1):
+                repetition_penalty=None, no_repeat_ngram_size=None, min_tokens_to_keep=1, pad=None):
     """Check the options and return the filters they ask for, in order, as functions (logits, input_ids) -> logits."""
     temperature = _check_number(temperature, "temperature", 0.0)
     keep = check_positive_int(min_tokens_to_keep, "min_tokens_to_keep")
@@ -306,7 +311,7 @@ def _processors(temperature=1.0, top_k=None, top_p=None, min_p=None, typical_p=N
         steps.append(lambda x, ids: _repetition_penalty(x, ids, penalty))
     if no_repeat_ngram_size is not None:
         n = check_positive_int(no_repeat_ngram_size, "no_repeat_ngram_size")
-        steps.append(lambda x, ids: _no_repeat_ngram(x, ids, n, "no_repeat_ngram_size"))
+        steps.append(lambda x, ids: _no_repeat_ngram(x, ids, n, "no_repeat_ngram_size", pad))
     if temperature != 1.0:
         steps.append(lambda x, ids: _temperature(x, temperature))
     if top_k is not None:
@@ -359,8 +364,9 @@ class _NextTokenLogits:
     With a KV cache only the tokens the cache has not seen are fed; otherwise the context is recomputed.
     """
 
-    def __init__(self, model, use_cache: bool):
+    def __init__(self, model, use_cache: bool, pad=None):
         self.model = model
+        self.pad = pad  # (batch,) left padding of each row, or None
         self.block_size = _block_size(model)
         self.use_cache = use_cache and hasattr(model, "new_cache") and self.block_size is not None
         self.cache = None
@@ -369,7 +375,7 @@ class _NextTokenLogits:
     def __call__(self, seq):
         if not self.use_cache:
             context = seq if self.block_size is None else seq[:, -self.block_size :]
-            return self._forward(context)
+            return self._forward(context, self._mask(seq, context))
         if self.cache is None:
             self.cache = self.model.new_cache(seq.shape[0])
             feed = seq[:, -self.block_size :]
@@ -377,11 +383,21 @@ class _NextTokenLogits:
             self.cache.crop(0)  # full: restart from the most recent half block
             feed = seq[:, -((self.block_size + 1) // 2) :]
         else:
-            feed = seq[:, self.fed :]
+            feed, self.fed = seq[:, self.fed :], seq.shape[1]
+            return self._forward(feed, None, cache=self.cache)  # the cache remembers the padding
         self.fed = seq.shape[1]
-        return self._forward(feed, cache=self.cache)
+        return self._forward(feed, self._mask(seq, feed), cache=self.cache)
 
-    def _forward(self, ids, **kwargs):
+    def _mask(self, seq, feed):
+        """The attention mask of `feed`, the last columns of `seq`, or None when unpadded."""
+        if self.pad is None:
+            return None
+        columns = torch.arange(seq.shape[1] - feed.shape[1], seq.shape[1], device=seq.device)
+        return (columns[None, :] >= self.pad[:, None]).long()
+
+    def _forward(self, ids, attention_mask, **kwargs):
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
         logits = self.model(ids, **kwargs)
         if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or logits.shape[:2] != ids.shape:
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
@@ -395,6 +411,8 @@ class _NextTokenLogits:
         """Keep rows `index` (new_batch,) of the cache, in that order (beam search)."""
         if self.cache is not None:
             self.cache.reorder(index)
+        if self.pad is not None:
+            self.pad = self.pad[index]
 
 
 @contextlib.contextmanager
@@ -422,6 +440,28 @@ def _check_prompt(input_ids):
     return input_ids.long()
 
 
+def _padding(model, input_ids, attention_mask):
+    """Each row's left padding (batch,) from `attention_mask` (checked), or None when no row is padded."""
+    pad = left_padding(attention_mask, input_ids)
+    if pad is not None:
+        forward = getattr(model, "forward", model)
+        params = inspect.signature(forward).parameters if callable(forward) else {}
+        if "attention_mask" not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            raise ValueError(f"attention_mask pads some prompts, but model ({type(model).__name__}) takes no "
+                             "attention_mask; generate its prompts one at a time")
+    return pad
+
+
+def _unpadded_history(input_ids, pad):
+    """input_ids with each row's padding replaced by its first token: a repetition penalty, which looks at
+    the set of tokens seen, then sees what the prompt alone would show."""
+    if pad is None:
+        return input_ids
+    first = input_ids.gather(1, pad[:, None])
+    columns = torch.arange(input_ids.shape[1], device=input_ids.device)
+    return torch.where(columns[None, :] < pad[:, None], first, input_ids)
+
+
 def _check_eos(eos_token_id):
     # an id is stored in int64 tensors: a larger one would overflow deep inside torch
     if eos_token_id is not None and (check_nonnegative_int(eos_token_id, "eos_token_id") >= 2**63):
@@ -442,9 +482,9 @@ def _argmax(logits, seq):
     return logits.argmax(-1)
 
 
-def _steps(model, seq, prompt_len, pick, eos_token_id, use_cache) -> Iterator[torch.Tensor]:
+def _steps(model, seq, prompt_len, pick, eos_token_id, use_cache, pad=None) -> Iterator[torch.Tensor]:
     """Fill `seq[:, prompt_len:]` one column per step and yield each new column (batch,)."""
-    logits_of = _NextTokenLogits(model, use_cache)
+    logits_of = _NextTokenLogits(model, use_cache, pad)
     finished = torch.zeros(seq.shape[0], dtype=torch.bool, device=seq.device)
     for t in range(prompt_len, seq.shape[1]):
         with _generating(model):  # per step: the caller runs between two yields with its own modes
@@ -458,27 +498,31 @@ def _steps(model, seq, prompt_len, pick, eos_token_id, use_cache) -> Iterator[to
             return
 
 
-def _run(model, input_ids, max_new_tokens, pick, eos_token_id, streamer, use_cache):
+def _run(model, input_ids, max_new_tokens, pick, eos_token_id, streamer, use_cache, pad=None):
     batch, prompt_len = input_ids.shape
     seq = input_ids.new_empty(batch, prompt_len + max_new_tokens)
-    seq[:, :prompt_len] = input_ids
+    seq[:, :prompt_len] = _unpadded_history(input_ids, pad)
     length = prompt_len
-    for tokens in _steps(model, seq, prompt_len, pick, eos_token_id, use_cache):
+    for tokens in _steps(model, seq, prompt_len, pick, eos_token_id, use_cache, pad):
         length += 1
         if streamer is not None:
             streamer(tokens)
+    seq[:, :prompt_len] = input_ids  # the caller's padding ids back
     return seq[:, :length]
 
 
-def greedy(model, input_ids, max_new_tokens, eos_token_id=None, streamer=None, use_cache=True):
+def greedy(model, input_ids, max_new_tokens, eos_token_id=None, streamer=None, use_cache=True,
+           attention_mask=None):
     """Append the most probable next token, `max_new_tokens` times: (batch, seq) -> (batch, seq + new).
 
-    `streamer(tokens)` is called with the new tokens (batch,) after every step.
+    `streamer(tokens)` is called with the new tokens (batch,) after every step. attention_mask (batch, seq):
+    1 = token, 0 = left padding, for prompts of unequal lengths; each row then continues as if alone.
     """
     input_ids = _check_prompt(input_ids)
     _check_new_tokens(max_new_tokens, *input_ids.shape)
     _check_eos(eos_token_id)
-    return _run(model, input_ids, max_new_tokens, _argmax, eos_token_id, streamer, use_cache)
+    pad = _padding(model, input_ids, attention_mask)
+    return _run(model, input_ids, max_new_tokens, _argmax, eos_token_id, streamer, use_cache, pad)
 
 
 def _generators(generator, seed, batch, device):
@@ -502,9 +546,11 @@ def _generators(generator, seed, batch, device):
 
 
 def _sampler(batch, device, temperature=1.0, top_k=None, top_p=None, min_p=None, typical_p=None,
-             repetition_penalty=None, no_repeat_ngram_size=None, generator=None, seed=None):
-    """Check sample's options and return its `pick(logits, seq) -> next tokens (batch,)`."""
-    steps = _processors(temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size)
+             repetition_penalty=None, no_repeat_ngram_size=None, generator=None, seed=None, pad=None):
+    """Check sample's options and return its `pick(logits, seq) -> next tokens (batch,)`; `pad` (batch,): each
+    row's left padding, or None."""
+    steps = _processors(temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram_size,
+                        pad=pad)
     generator = _generators(generator, seed, batch, device)
 
     def pick(logits, seq):
@@ -537,7 +583,7 @@ def _draw(probs, generator):
 
 def sample(model, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, min_p=None,
            typical_p=None, repetition_penalty=None, no_repeat_ngram_size=None, generator=None, seed=None,
-           eos_token_id=None, streamer=None, use_cache=True):
+           eos_token_id=None, streamer=None, use_cache=True, attention_mask=None):
     """Draw each next token from the filtered distribution: (batch, seq) -> (batch, seq + new).
 
     Filters apply in `filter_logits`'s order; temperature 0 is greedy. Reproducible with `seed` (an int)
@@ -545,14 +591,16 @@ def sample(model, input_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=
     a batch draw from that one generator in turn, so a prompt sampled in a batch differs from the same
     prompt sampled alone; give a list of seeds or generators, one per row, to make each row independent
     of the others (row i then equals sampling prompt i alone with seed[i]). Without either, torch's
-    global generator is used (`torch.manual_seed`).
+    global generator is used (`torch.manual_seed`). attention_mask (batch, seq): 1 = token, 0 = left
+    padding, as for `greedy`.
     """
     input_ids = _check_prompt(input_ids)
     _check_new_tokens(max_new_tokens, *input_ids.shape)
     _check_eos(eos_token_id)
+    pad = _padding(model, input_ids, attention_mask)
     pick = _sampler(input_ids.shape[0], input_ids.device, temperature, top_k, top_p, min_p, typical_p,
-                    repetition_penalty, no_repeat_ngram_size, generator, seed)
-    return _run(model, input_ids, max_new_tokens, pick, eos_token_id, streamer, use_cache)
+                    repetition_penalty, no_repeat_ngram_size, generator, seed, pad)
+    return _run(model, input_ids, max_new_tokens, pick, eos_token_id, streamer, use_cache, pad)
 
 
 class BeamSearchOutput(NamedTuple):
@@ -643,7 +691,7 @@ def _check_beam_args(input_ids, num_beams, max_new_tokens, length_penalty, eos_t
 
 
 def beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty=1.0, eos_token_id=None,
-                early_stopping=True, num_return_sequences=1, use_cache=True) -> BeamSearchOutput:
+                early_stopping=True, num_return_sequences=1, use_cache=True, attention_mask=None) -> BeamSearchOutput:
     """Keep the `num_beams` most probable continuations of each prompt `(batch, seq)`, as in `transformers`.
 
     Every step advances all `batch * num_beams` beams in one batched forward (the cache rows follow their
@@ -654,24 +702,27 @@ def beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty=1.0,
     `early_stopping`: True stops a prompt as soon as it has `num_beams` hypotheses; False once no running
     beam can beat them at its current length; "never" at the best length it could still reach. (The
     default, True, is the cheaper rule; transformers' `generate` defaults to False.)
+    attention_mask (batch, seq): 1 = token, 0 = left padding, as for `greedy`; sequences keep the padding.
     """
     input_ids = _check_prompt(input_ids)
     _check_beam_args(input_ids, num_beams, max_new_tokens, length_penalty, eos_token_id, early_stopping,
                      num_return_sequences)
+    pad = _padding(model, input_ids, attention_mask)
     batch, prompt_len = input_ids.shape
     if max_new_tokens == 0:
         return BeamSearchOutput(input_ids.repeat_interleave(num_return_sequences, 0),
                                 torch.zeros(batch * num_return_sequences))
     with _generating(model):
         hyps = _beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty, eos_token_id,
-                            early_stopping, use_cache)
+                            early_stopping, use_cache, pad)
     return _beam_output(hyps, input_ids, num_return_sequences, eos_token_id)
 
 
-def _beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty, eos_token_id, early_stopping, use_cache):
+def _beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty, eos_token_id, early_stopping, use_cache,
+                 pad=None):
     batch, prompt_len = input_ids.shape
     device = input_ids.device
-    logits_of = _NextTokenLogits(model, use_cache)
+    logits_of = _NextTokenLogits(model, use_cache, pad)
     logits = logits_of(input_ids)  # the prompt is fed once, then its cache row is copied to every beam
     vocab = logits.shape[-1]
     if batch * num_beams * vocab > MAX_ELEMENTS:
@@ -756,17 +807,29 @@ def _device(model):
 
 
 def _encode(tokenizer, prompt, device):
-    """A prompt (str) or a list of prompts of the same length in tokens -> input_ids (batch, seq)."""
+    """A prompt (str) or a list of them -> input_ids (batch, seq), left-padded, and attention_mask (batch, seq).
+
+    Padding uses the tokenizer's `pad_token_id` if it has one, else 0: padded positions are masked, so
+    the id does not matter.
+    """
     prompts = prompt if isinstance(prompt, (list, tuple)) else [prompt]
-    if not prompts or not all(isinstance(p, str) and p for p in prompts):
-        raise ValueError(f"prompt must be a non-empty string or a list of them, got {prompt!r}")
+    if not prompts:
+        raise ValueError("prompt must be a non-empty string or a non-empty list of them, got an empty list")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise ValueError(f"prompt must be a string or a list of strings, got a {type(p).__name__} at item {i} "
+                             "(pass token ids to greedy/sample/beam_search instead)")
+        if not p:
+            raise ValueError(f"prompt must not hold an empty string (item {i}); every prompt needs some text")
     ids = [tokenizer.encode(p) for p in prompts]
     if not all(ids):
         raise ValueError(f"prompt must encode to at least one token, got none for {prompts[ids.index([])]!r}")
-    if len({len(i) for i in ids}) > 1:
-        raise ValueError(f"prompt must be a list of prompts of the same length in tokens, as there is no padding; "
-                         f"got lengths {[len(i) for i in ids]}, so generate them one at a time")
-    return torch.tensor(ids, dtype=torch.long, device=device)
+    width = max(len(i) for i in ids)
+    pad_id = getattr(tokenizer, "pad_token_id", None)
+    pad_id = pad_id if isinstance(pad_id, int) and not isinstance(pad_id, bool) and pad_id >= 0 else 0
+    input_ids = torch.tensor([[pad_id] * (width - len(i)) + i for i in ids], dtype=torch.long, device=device)
+    attention_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=device)
+    return input_ids, attention_mask
 
 
 def _decode_new(tokenizer, ids, eos_token_id):
@@ -793,13 +856,17 @@ def generate(model, tokenizer, prompt, strategy="greedy", max_new_tokens=100, **
 
     `strategy` is "greedy", "sample" or "beam"; `options` go to `greedy`, `sample` or `beam_search`
     (e.g. temperature=0.8, top_k=50, seed=0; num_beams=4, the best beam is returned). The text stops
-    before `eos_token_id`. A list of prompts with the same number of tokens gives a list of str.
+    before `eos_token_id`. A list of prompts gives a list of str: they are padded on the left to a
+    batch and generated together, each continuation as that prompt's alone (sampling: with one seed
+    per prompt, seed=[...]).
     """
     if strategy not in _STRATEGIES:
         raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
     search = {"greedy": greedy, "sample": sample, "beam": beam_search}[strategy]
-    _check_options(options, search, strategy, given=("model", "input_ids", "max_new_tokens"))
-    input_ids = _encode(tokenizer, prompt, _device(model))
+    _check_options(options, search, strategy, given=("model", "input_ids", "max_new_tokens", "attention_mask"))
+    input_ids, attention_mask = _encode(tokenizer, prompt, _device(model))
+    if not attention_mask.all():
+        options["attention_mask"] = attention_mask
     if strategy == "beam":
         options.setdefault("num_beams", 4)
         out = beam_search(model, input_ids, max_new_tokens=max_new_tokens, **options).sequences
@@ -826,10 +893,10 @@ def stream(model, tokenizer, prompt, strategy="greedy", max_new_tokens=100, eos_
                          f"got {strategy!r}")
     if strategy == "greedy" and options:
         raise ValueError(f"options must be empty for greedy streaming, got {sorted(options)}")
-    _check_options(options, _sampler, strategy, given=("batch", "device"))
+    _check_options(options, _sampler, strategy, given=("batch", "device", "pad"))
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be one string for streaming, got {type(prompt).__name__}")
-    input_ids = _encode(tokenizer, prompt, _device(model))
+    input_ids, _ = _encode(tokenizer, prompt, _device(model))  # one prompt: no padding
     _check_new_tokens(max_new_tokens, *input_ids.shape)
     _check_eos(eos_token_id)
     pick = _argmax if strategy == "greedy" else _sampler(1, input_ids.device, **options)

@@ -9,7 +9,7 @@
                               head, so the cache keeps fewer heads
 
 The output head shares its matrix with the token embedding, as our GPT's does. `Llama` has the
-interface of `lmlab.models.GPT` (`forward(input_ids, cache=None)`, `new_cache(batch_size)`,
+interface of `lmlab.models.GPT` (`forward(input_ids, cache=None, attention_mask=None)`, `new_cache(batch_size)`,
 `config.block_size`), so every function of `lmlab.decoding` works on it unchanged.
 
 `from_gguf(path)` builds one from a llama.cpp GGUF file (see `lmlab.gguf`); `from_hf_dir` and
@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmlab._checks import check_ids, check_positive_int
-from lmlab.models import KVCache
+from lmlab.models import KVCache, left_padding, padded_positions
 
 
 @dataclass
@@ -176,6 +176,7 @@ class LlamaKVCache(KVCache):
         self.length = 0  # positions filled
         self.capacity = block_size
         self._spare = None  # buffers that reorder() writes into, then swaps with keys/values
+        self.pad = None  # (batch,) left-padding positions of each row, as KVCache's
 
     def append(self, layer: int, k, v):
         """Store k, v (batch, n_kv_head, new, head_dim) after the filled positions of `layer`; return
@@ -215,8 +216,10 @@ class GroupedQueryAttention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, (config.n_head + 2 * config.n_kv_head) * config.head_dim, bias=False)
         self.proj = nn.Linear(config.n_head * config.head_dim, config.n_embd, bias=False)
 
-    def forward(self, x, cos, sin, cache: LlamaKVCache | None = None, layer: int = 0):
-        """cos, sin: (seq, head_dim) of the positions of x; with `cache`, x continues the cached tokens."""
+    def forward(self, x, cos, sin, cache: LlamaKVCache | None = None, layer: int = 0, mask=None):
+        """cos, sin: (seq, head_dim) of the positions of x, or (batch, 1, seq, head_dim) when rows start at
+        different positions; with `cache`, x continues the cached tokens. mask: None (causal), or
+        (batch, 1, seq, keys) bool, True where attending is allowed (left padding, see `padded_positions`)."""
         B, T, _ = x.shape
         H, G, D = self.n_head, self.n_kv_head, self.head_dim
         q, k, v = self.qkv(x).split([H * D, G * D, G * D], dim=-1)
@@ -231,8 +234,9 @@ class GroupedQueryAttention(nn.Module):
         # the sequence axis lets each key/value head serve its whole group in one attention call,
         # without copying the keys H // G times: (batch, n_kv_head, H // G * seq, head_dim).
         q = q.reshape(B, G, H // G * T, D)
-        mask = None
-        if T > 1:  # query t sits at position S - T + t and sees keys 0 .. S - T + t; one query sees all
+        if mask is not None:  # the same mask for every query head of a group, stacked as q is
+            mask = mask.repeat(1, 1, H // G, 1)
+        elif T > 1:  # query t sits at position S - T + t and sees keys 0 .. S - T + t; one query sees all
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T).repeat(H // G, 1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.view(B, H, T, D).transpose(1, 2).reshape(B, T, H * D)  # heads side by side again
@@ -249,8 +253,8 @@ class LlamaBlock(nn.Module):
         self.norm_2 = RMSNorm(config.n_embd, config.norm_eps)
         self.mlp = SwiGLU(config.n_embd, config.intermediate_size)
 
-    def forward(self, x, cos, sin, cache=None, layer=0):
-        x = x + self.attn(self.norm_1(x), cos, sin, cache, layer)
+    def forward(self, x, cos, sin, cache=None, layer=0, mask=None):
+        x = x + self.attn(self.norm_1(x), cos, sin, cache, layer, mask)
         return x + self.mlp(self.norm_2(x))
 
 
@@ -282,17 +286,27 @@ class Llama(nn.Module):
         return LlamaKVCache(c.n_layer, check_positive_int(batch_size, "batch_size"), c.n_kv_head, c.block_size,
                             c.head_dim, p.dtype, p.device)
 
-    def forward(self, input_ids, cache: LlamaKVCache | None = None):
-        """input_ids (batch, seq) -> logits (batch, seq, vocab); with `cache`, positions continue after it."""
+    def forward(self, input_ids, cache: LlamaKVCache | None = None, attention_mask=None):
+        """input_ids (batch, seq) -> logits (batch, seq, vocab); with `cache`, positions continue after it.
+
+        attention_mask (batch, seq), 1 = token, 0 = padding (left padding only), as GPT's: each row reads
+        as if alone, its first token at position 0.
+        """
         start = 0 if cache is None else cache.length
         check_ids(input_ids, vocab_size=self.config.vocab_size, max_len=self.config.block_size - start)
         if cache is not None and cache.batch_size != input_ids.shape[0]:
             raise ValueError(f"input_ids has batch size {input_ids.shape[0]} but the cache holds {cache.batch_size} rows")
+        pad = left_padding(attention_mask, input_ids, cache)
         x = self.tok_emb(input_ids.long())  # no position embedding: positions enter as rotations in attention
-        cos, sin = self.rotary(start, input_ids.shape[1])
+        mask = None
+        if pad is None:
+            cos, sin = self.rotary(start, input_ids.shape[1])
+        else:  # each row's own positions: (batch, 1, seq, head_dim), one rotation for all heads
+            positions, mask = padded_positions(pad, start, input_ids.shape[1])
+            cos, sin = self.rotary.cos[positions][:, None], self.rotary.sin[positions][:, None]
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, cache, i)
+            x = block(x, cos, sin, cache, i, mask)
         if cache is not None:
             cache.length += input_ids.shape[1]
         return self.head(self.norm_f(x))

@@ -113,6 +113,7 @@ class KVCache:
         self.length = 0  # positions filled
         self.capacity = block_size
         self._spare = None  # buffers that reorder() writes into, then swaps with keys/values
+        self.pad = None  # (batch,) left-padding positions of each row, set by a masked first call; None: none
 
     @property
     def batch_size(self) -> int:
@@ -122,6 +123,8 @@ class KVCache:
         """Keep rows `index` (new_batch,) of every layer, in that order; rows may repeat (beam search)."""
         if index.dim() != 1 or index.dtype != torch.long:
             raise ValueError(f"index must be a 1-D LongTensor of row numbers, got {index.dtype} of shape {tuple(index.shape)}")
+        if self.pad is not None:
+            self.pad = self.pad[index]
         if index.numel() != self.batch_size:
             # a new batch size: fresh buffers of that size
             self.keys = [k.index_select(0, index) for k in self.keys]
@@ -145,6 +148,56 @@ class KVCache:
         if not 0 <= n <= self.length:
             raise ValueError(f"n must be in [0, {self.length}], got {n}")
         self.length = n
+        if n == 0:
+            self.pad = None  # an empty cache starts afresh: the next call says its padding again
+
+
+def left_padding(attention_mask, input_ids, cache=None):
+    """The left padding (batch,) of each row, from `attention_mask` or else from `cache`; None when no row has any.
+
+    attention_mask (batch, seq), 1 = token, 0 = padding, covers `input_ids`; padding must come first in
+    each row (left padding) and no row may be all padding. With a cache, only the first call (an empty
+    cache) may pad: the cache remembers each row's padding for the calls that follow.
+    """
+    if attention_mask is None:
+        return None if cache is None else cache.pad
+    m = attention_mask
+    if not isinstance(m, torch.Tensor) or m.shape != input_ids.shape or m.is_floating_point() or m.is_complex():
+        got = f"{m.dtype} of shape {tuple(m.shape)}" if isinstance(m, torch.Tensor) else type(m).__name__
+        raise ValueError(f"attention_mask must be a bool or integer tensor of the shape of input_ids "
+                         f"{tuple(input_ids.shape)}, got {got}")
+    m = m.to(device=input_ids.device, dtype=torch.long)
+    if ((m != 0) & (m != 1)).any():
+        raise ValueError("attention_mask must hold only 0 (padding) and 1 (token), got other values")
+    if (m[:, 1:] < m[:, :-1]).any():
+        raise ValueError("attention_mask has a 0 after a 1 (right padding); only left padding is supported: "
+                         "put each row's padding before its tokens")
+    if not m[:, -1].all():
+        raise ValueError(f"attention_mask has a row of padding only (row {int((m[:, -1] == 0).nonzero()[0, 0])}); "
+                         "every row needs at least one token")
+    pad = m.shape[1] - m.sum(1)
+    if cache is not None and cache.length > 0:
+        if pad.any():
+            raise ValueError("attention_mask may pad only the first call on an empty cache, which remembers the "
+                             "padding; later calls take tokens only (all ones)")
+        return cache.pad
+    pad = pad if pad.any() else None  # no padding at all: the fast path
+    if cache is not None:
+        cache.pad = pad
+    return pad
+
+
+def padded_positions(pad, start: int, length: int):
+    """Positions (batch, length) of tokens start .. start + length - 1 of each row, counted from its first
+    real token (padding gets 0), and the attention mask (batch, 1, length, start + length), bool, True
+    where query i may see key j: j <= i and j is a real token, or j = i (a padding query sees itself only,
+    so that its softmax has something to normalise; its output is never used)."""
+    query = torch.arange(start, start + length, device=pad.device)
+    key = torch.arange(start + length, device=pad.device)
+    positions = (query[None, :] - pad[:, None]).clamp_min(0)
+    mask = (key[None, None, :] <= query[None, :, None]) & (key[None, None, :] >= pad[:, None, None])
+    mask = mask | (key[None, None, :] == query[None, :, None])
+    return positions, mask[:, None]
 
 
 class CausalSelfAttention(nn.Module):
@@ -156,7 +209,8 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = _dropout(config.dropout)
 
     def forward(self, x, cache: KVCache | None = None, layer: int = 0, pad_mask=None):
-        """x: (batch, seq, n_embd); pad_mask: (batch, 1, 1, seq) bool, True where attending is allowed."""
+        """x: (batch, seq, n_embd); pad_mask: (batch, 1, 1 or seq, keys) bool, True where attending is allowed
+        (with a cache, it must include the causal rule: see `padded_positions`)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (batch, seq, C) -> (batch, heads, seq, head_dim): every head attends on its own
@@ -171,7 +225,7 @@ class CausalSelfAttention(nn.Module):
                 # query i sits at position start + i and may see keys 0 .. start + i; with a single
                 # query that is every key, so no mask is needed at all
                 is_causal = False
-                if T > 1:
+                if T > 1 and mask is None:
                     mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
         elif mask is not None and self.causal:
             mask = mask & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
@@ -279,15 +333,25 @@ class GPT(_Transformer):
         p = self.tok_emb.weight
         return KVCache(c.n_layer, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head, p.dtype, p.device)
 
-    def forward(self, input_ids, cache: KVCache | None = None):
-        """input_ids (batch, seq) -> logits (batch, seq, vocab); with `cache`, positions continue after it."""
+    def forward(self, input_ids, cache: KVCache | None = None, attention_mask=None):
+        """input_ids (batch, seq) -> logits (batch, seq, vocab); with `cache`, positions continue after it.
+
+        attention_mask (batch, seq), 1 = token, 0 = padding, for prompts of unequal lengths padded on the
+        left: each row then reads as if alone (its first token is position 0, padding is never attended).
+        Logits at padded positions are meaningless. See `left_padding` for what a cache remembers.
+        """
         start = 0 if cache is None else cache.length
         check_ids(input_ids, vocab_size=self.config.vocab_size, max_len=self.config.block_size - start)
         if cache is not None and cache.batch_size != input_ids.shape[0]:
             raise ValueError(f"input_ids has batch size {input_ids.shape[0]} but the cache holds {cache.batch_size} rows")
-        x = self.embed(input_ids, start)
+        pad = left_padding(attention_mask, input_ids, cache)
+        if pad is None:
+            x, mask = self.embed(input_ids, start), None
+        else:
+            positions, mask = padded_positions(pad, start, input_ids.shape[1])
+            x = self.drop(self.tok_emb(input_ids.long()) + self.pos_emb(positions))
         for i, block in enumerate(self.blocks):
-            x = block(x, cache, i)
+            x = block(x, cache, i, mask)
         if cache is not None:
             cache.length += input_ids.shape[1]
         return self.head(self.ln_f(x))

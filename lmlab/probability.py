@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lmlab._checks import check_ids, check_positive_int
+from lmlab.models import left_padding
 
 
 def _context_size(model) -> int | None:
@@ -24,9 +25,9 @@ def _context_size(model) -> int | None:
     return getattr(getattr(model, "config", None), "block_size", None)
 
 
-def _next_token_logprobs(model, input_ids):
+def _next_token_logprobs(model, input_ids, attention_mask=None):
     """log P(input_ids[:, t] | input_ids[:, :t]) for t = 1 .. seq-1 from one forward pass: (batch, seq-1)."""
-    logits = model(input_ids)
+    logits = model(input_ids) if attention_mask is None else model(input_ids, attention_mask=attention_mask)
     B, T = input_ids.shape
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or logits.shape[:2] != (B, T):
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
@@ -35,6 +36,9 @@ def _next_token_logprobs(model, input_ids):
         raise ValueError(f"input_ids contains id {int(input_ids.max())}, outside the model's vocabulary [0, {logits.shape[-1]})")
     logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # in fp32: log-probs of tiny numbers need the range
     scores = logp.gather(-1, input_ids[:, 1:].long().unsqueeze(-1)).squeeze(-1)
+    if attention_mask is not None:  # no conditional for padding nor for a row's first token: 0
+        scored = attention_mask[:, :-1].bool() & attention_mask[:, 1:].bool()
+        scores = scores.masked_fill(~scored, 0.0)
     # a row of logits with NaN or +inf, or all -inf, has no distribution: log_softmax gives NaN everywhere
     bad = scores.isnan()
     if bad.any():
@@ -44,7 +48,7 @@ def _next_token_logprobs(model, input_ids):
     return scores
 
 
-def token_logprobs(model, input_ids, stride: int | None = None):
+def token_logprobs(model, input_ids, stride: int | None = None, attention_mask=None):
     """Per-token conditional log-probabilities log P(w_t | w_0 .. w_{t-1}) for t >= 1.
 
     input_ids (batch, seq) with seq >= 2 -> (batch, seq - 1), in nats. Runs without gradients, with
@@ -54,8 +58,19 @@ def token_logprobs(model, input_ids, stride: int | None = None):
     is given: then a window of block_size tokens slides `stride` tokens at a time and each token is
     scored once, conditioned on the (at least block_size - stride) tokens before it that fit in its
     window. Those are approximations of the true conditionals, which would need the whole past.
+
+    attention_mask (batch, seq), 1 = token, 0 = padding on the left, scores a batch of texts of unequal
+    lengths (the model must take `attention_mask=`, as GPT and Llama do): each row's scores are those of
+    its text alone, and 0 where there is no conditional (padding, and each row's first token).
     """
     check_ids(input_ids)
+    if attention_mask is not None:
+        if left_padding(attention_mask, input_ids) is None:
+            attention_mask = None  # nothing padded: the plain call
+        elif stride is not None:
+            raise ValueError("stride cannot be combined with a padded attention_mask; score long texts one at a time")
+        else:
+            attention_mask = attention_mask.to(input_ids.device).long()
     if input_ids.shape[1] < 2:
         raise ValueError(f"input_ids must hold at least 2 tokens per row (the first one is only conditioned on), got {input_ids.shape[1]}")
     if input_ids.min() < 0:
@@ -76,7 +91,7 @@ def token_logprobs(model, input_ids, stride: int | None = None):
     try:
         with torch.no_grad():
             if stride is None or seq <= block:
-                return _next_token_logprobs(model, input_ids)
+                return _next_token_logprobs(model, input_ids, attention_mask)
             return _sliding_logprobs(model, input_ids, block, stride)
     finally:
         if was_training:

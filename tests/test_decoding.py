@@ -672,7 +672,7 @@ BAD_SEARCH_CALLS = [
     (lambda m, x: d.sample(m, x, 40, no_repeat_ngram_size=1), "no_repeat_ngram_size"),
     (lambda m, x: d.greedy(lambda ids: ids.float(), x, 5), "model"),
     (lambda m, x: d.generate(m, CharTok(), ""), "prompt"),
-    (lambda m, x: d.generate(m, CharTok(), ["ab", "abc"]), "prompt"),
+    (lambda m, x: d.generate(m, CharTok(), ["ab", [1, 2]]), "prompt"),
     (lambda m, x: d.generate(m, CharTok(), "abc", strategy="magic"), "strategy"),
     (lambda m, x: d.stream(m, CharTok(), "abc", strategy="beam"), "strategy"),
     (lambda m, x: d.stream(m, CharTok(), "abc", temperature=0.5), "options"),
