@@ -13,15 +13,6 @@ from lmlab.models import GPT, GPTConfig
 NEG_INF = float("-inf")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny tensors: one thread is fastest, and spares the spin-waits of two threads on a busy machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def kept(logits):
     """Boolean mask of the tokens a filter kept."""
     return logits > NEG_INF

@@ -13,14 +13,6 @@ from lmlab.tokenizers import BPETokenizer, CharTokenizer, WordPieceTokenizer
 NEG_INF, INF, NAN = float("-inf"), float("inf"), float("nan")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def kept(logits):
     return logits > NEG_INF
 
