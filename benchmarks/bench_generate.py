@@ -18,6 +18,10 @@ Columns: tokens/s counts the new tokens of one output sequence (for beam search,
 bookkeeping, cache reordering, Python), measured as generate time minus the same forwards run bare.
 Each number is the best of --repeats runs.
 
+SmolLM2-135M (when it is cached): lmlab's Llama against transformers' own model loaded from the same GGUF
+file, one prompt ("The cat sat on the"), --smollm2-new-tokens new tokens (200), the same three strategies;
+"overhead" as above.
+
 Padded batches: 4 prompts of unequal lengths generated as one left-padded batch (`generate` with a list)
 against the same 4 prompts one at a time, greedy and sampling (one seed per prompt), on the shipped char
 model and on SmolLM2-135M (when it is cached); tokens/s counts the new tokens of all 4 prompts.
@@ -26,6 +30,7 @@ model and on SmolLM2-135M (when it is cached); tokens/s counts the new tokens of
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 import warnings
 
@@ -106,12 +111,14 @@ def hf_bare_forwards(model, prompt, strategy, new_tokens):
     from transformers import DynamicCache
 
     batch = 4 if strategy == "beam 4" else 1
+    # transformers 5 names the cache argument `cache` (`past_key_values` is deprecated); it fills it in place
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     with torch.inference_mode():
         past = DynamicCache()
-        out = model(prompt.expand(batch, -1), past_key_values=past, use_cache=True)
+        model(prompt.expand(batch, -1), use_cache=True, **{name: past})
         token = prompt[:, -1:].expand(batch, 1)
         for _ in range(new_tokens - 1):
-            out = model(token, past_key_values=out.past_key_values, use_cache=True)
+            model(token, use_cache=True, **{name: past})
 
 
 def shipped_char_model():
@@ -129,9 +136,11 @@ def shipped_char_model():
     return None
 
 
-def bench_model(label, model, prompt, new_tokens, repeats, with_naive, with_hf):
+def bench_model(label, model, prompt, new_tokens, repeats, with_naive, with_hf, hf=None):
+    """One row per strategy; `hf` is transformers' twin of `model` (default: a GPT-2 of its dimensions)."""
     rows = []
-    hf = hf_model(model.config, prompt.shape[1] + new_tokens) if with_hf else None
+    if hf is None and with_hf:
+        hf = hf_model(model.config, prompt.shape[1] + new_tokens)
     for strategy in STRATEGIES:
         runs = {"cached": lambda: lmlab_run(model, prompt, strategy, new_tokens, True),
                 "bare": lambda: bare_forwards(model, prompt, strategy, new_tokens)}
@@ -202,6 +211,9 @@ def main():
     parser.add_argument("--skip-shipped", action="store_true", help="skip the shipped char model")
     parser.add_argument("--padded-new-tokens", type=int, default=100, help="new tokens per prompt, padded batches")
     parser.add_argument("--only-padded", action="store_true", help="run only the padded-batch rows")
+    parser.add_argument("--smollm2-new-tokens", type=int, default=200, help="new tokens, SmolLM2 rows")
+    parser.add_argument("--smollm2-repeats", type=int, default=2, help="timed runs per SmolLM2 cell (each is seconds)")
+    parser.add_argument("--only-smollm2", action="store_true", help="run only the SmolLM2 rows")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -222,6 +234,8 @@ def main():
           f"prompt {PROMPT_LEN} tokens, best of {args.repeats}\n")
     if args.only_padded:
         return padded_rows(args)
+    if args.only_smollm2:
+        return smollm2_rows(args, with_hf)
     print(HEADER)
 
     torch.manual_seed(0)
@@ -239,7 +253,41 @@ def main():
               for key, target, other in (("cached/naive", 10, "naive"), ("cached/HF", 3, "hf"))
               if other in r and r[other] / r["cached"] < target]
     print("all targets met" if not misses else "missed: " + ", ".join(misses))
+    smollm2_rows(args, with_hf)
     padded_rows(args)
+
+
+def cached_smollm2():
+    """The cached SmolLM2 GGUF file's path, or None (with a note why) when it is not cached and cannot be fetched."""
+    try:
+        from lmlab.pretrained import smollm2
+
+        return smollm2.fetch(progress=False)  # from the cache; offline and not cached: skipped
+    except (ImportError, ConnectionError, ValueError) as err:
+        print(f"smollm2-135m: skipped ({err})")
+        return None
+
+
+def smollm2_rows(args, with_hf):
+    """lmlab's Llama on SmolLM2-135M against transformers' LlamaForCausalLM loaded from the same file."""
+    path = cached_smollm2()
+    if path is None:
+        return []
+    from lmlab import pretrained
+
+    model, tokenizer = pretrained.load("smollm2-135m", progress=False)
+    hf = None
+    if with_hf:
+        from transformers import AutoModelForCausalLM
+
+        hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+        hf.generation_config.eos_token_id = None  # both sides write every new token, as lmlab does without eos
+    prompt = torch.tensor([tokenizer.encode("The cat sat on the")])
+    print(f"\nSmolLM2-135M: prompt {prompt.shape[1]} tokens, {args.smollm2_new_tokens} new tokens, "
+          f"best of {args.smollm2_repeats}")
+    print(HEADER)
+    return bench_model("smollm2-135m", model.eval(), prompt, args.smollm2_new_tokens, args.smollm2_repeats,
+                       False, with_hf, hf=hf)
 
 
 def padded_rows(args):
@@ -248,13 +296,8 @@ def padded_rows(args):
     print(f"\npadded batches: 4 prompts of {sorted(len(t) for t in PADDED_TEXTS)} characters, "
           f"{args.padded_new_tokens} new tokens each, best of {args.repeats}")
     models = [] if args.skip_shipped else ["shakespeare-char"]
-    try:
-        from lmlab.pretrained import smollm2
-
-        smollm2.fetch(progress=False)  # from the cache; offline and not cached: skipped
+    if cached_smollm2() is not None:
         models.append("smollm2-135m")
-    except (ImportError, ConnectionError, ValueError) as err:
-        print(f"smollm2-135m: skipped ({err})")
     for name in models:
         model, tokenizer = pretrained.load(name, progress=False) if name == "smollm2-135m" else pretrained.load(name)
         bench_padded(name, model.eval(), tokenizer, args.padded_new_tokens, args.repeats)
