@@ -53,6 +53,7 @@ _MAX_LABEL = 14  # characters of a bar's label: longer tokens are cut with "…"
 _YLIMS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)  # y-axis steps: the background is redrawn only on a step change
 _KEPT_COLOR, _AFTER_COLOR, _DROPPED_COLOR = "tab:blue", "tab:orange", "lightgrey"
 _MAX_SEED = 2**31 - 1
+_BIG_MODEL = 10_000_000  # parameters: above this the playground writes shorter continuations by default
 
 
 class NextTokenView(NamedTuple):
@@ -171,6 +172,13 @@ def _inference(model):
 _PRETRAINED = {}  # name -> (model, tokenizer): every playground of a kernel shares one copy of each model
 
 
+def _default_new_tokens(model) -> int:
+    """Continuation length when none is given: 200 tokens for a small model, 40 for a big one (SmolLM2-135M
+    writes about 20 tokens a second on one laptop core, and the controls wait while it writes)."""
+    parameters = model.parameters() if isinstance(model, torch.nn.Module) else ()
+    return 40 if sum(p.numel() for p in parameters) > _BIG_MODEL else 200
+
+
 def _load_pretrained(name):
     from lmlab import pretrained
 
@@ -271,7 +279,9 @@ class Playground:
     `models` replaces the picker's list: {name: loader}, each loader a function returning (model, tokenizer),
     called on the name's first pick. Sliders start at `temperature`, `top_k` (0 = off), `top_p` (1 = off) and
     `min_p` (0 = off). The chart shows the `top` most probable next tokens, before (grey: removed by
-    the filters) and after filtering; the continuation has `max_new_tokens` tokens, drawn with `seed`.
+    the filters) and after filtering; the continuation has `max_new_tokens` tokens, drawn with `seed`
+    (None: 200 for a model under 10 M parameters, 40 above, so that a real model's continuation takes a
+    couple of seconds on a laptop core: the controls wait while it is written).
 
     Display it as the last expression of a cell (or with `display`). From code: `set(temperature=0.5)`
     (or `set(model="smollm2-135m")`) changes controls with one redraw, `regenerate()` samples the continuation again, and `logits`,
@@ -279,7 +289,7 @@ class Playground:
     """
 
     def __init__(self, model=None, tokenizer=None, prompt="ROMEO:\n", *, strategy="sample", temperature=1.0,
-                 top_k=0, top_p=1.0, min_p=0.0, num_beams=4, seed=0, max_new_tokens=200, top=20,
+                 top_k=0, top_p=1.0, min_p=0.0, num_beams=4, seed=0, max_new_tokens=None, top=20,
                  figsize=(10, 3.2), dpi=80, cache_size=64, models=None):
         if models is None:
             models = {name: (lambda name=name: _load_pretrained(name)) for name in MODELS}
@@ -302,7 +312,7 @@ class Playground:
             self._loaded[CUSTOM] = (model, tokenizer, token_labels(tokenizer), OrderedDict())
             self._loaders = {CUSTOM: None, **{k: v for k, v in self._loaders.items() if k != CUSTOM}}
         self.num_beams = check_positive_int(num_beams, "num_beams")
-        self.max_new_tokens = check_nonnegative_int(max_new_tokens, "max_new_tokens")
+        self._new_tokens = None if max_new_tokens is None else check_nonnegative_int(max_new_tokens, "max_new_tokens")
         self._top = check_positive_int(top, "top")
         self.cache_size = check_positive_int(cache_size, "cache_size")
         self._use_model(name)
@@ -334,6 +344,7 @@ class Playground:
         self.model, self.tokenizer, self.labels, self._logits_cache = self._loaded[name]
         self.top = min(self._top, len(self.labels))
         self._max_k = len(self.labels)
+        self.max_new_tokens = self._new_tokens if self._new_tokens is not None else _default_new_tokens(self.model)
 
     def _switch_model(self, name, prompt):
         """Switch to model `name` and return its logits for `prompt`; on any error the old model stays."""

@@ -413,3 +413,29 @@ def test_smollm2_in_the_playground():
     assert pg.top_k.value == pg.top_k.max == pg.tokenizer.vocab_size and len(pg.labels) == pg.tokenizer.vocab_size
     pg.set(model="smollm2-135m", prompt="The cat sat on the")
     assert pg.model is model and pg.logits.shape == (1, 49152)  # kept, not loaded again
+
+
+def test_the_continuation_length_follows_the_model_unless_given(model, tokenizer):
+    class Big(nn.Module):  # the char GPT carrying 10 M unused parameters: a "real model" by size alone
+        def __init__(self):
+            super().__init__()
+            self.inner, self.ballast = model, nn.Parameter(torch.zeros(10_000_001), requires_grad=False)
+            self.config = model.config  # its context, so that generation slides its window as for the GPT
+
+        def new_cache(self, batch_size):
+            return self.inner.new_cache(batch_size)
+
+        def forward(self, ids, **kwargs):
+            return self.inner(ids, **kwargs)
+
+    models = {"small": lambda: (model, tokenizer), "big": lambda: (Big().eval(), tokenizer)}
+    pg = Playground("small", models=models)
+    assert pg.max_new_tokens == 200 and len(pg.text) == 200  # one character per token
+    pg.set(model="big")
+    assert pg.max_new_tokens == 40 and len(pg.text) == 40
+    pg.set(model="small")
+    assert pg.max_new_tokens == 200 and len(pg.text) == 200
+    fixed = Playground("big", models=models, max_new_tokens=7)
+    assert fixed.max_new_tokens == 7 and len(fixed.text) == 7
+    fixed.set(model="small")
+    assert fixed.max_new_tokens == 7 and len(fixed.text) == 7
