@@ -449,6 +449,27 @@ def test_greedy_and_beam_search_give_transformers_tokens(real, hf):
         assert ours[0].tolist() == theirs[0].tolist(), prompt
 
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prompt", ["Café ☕, naïve résumé, and emoji 😀🎉 like", "Emoji story: 🐱🐶🦊🐻",
+                                    "日本語の文章を書いてください。"])
+def test_stream_pieces_join_to_generate_with_multi_byte_characters(real, prompt):
+    """Byte-level BPE spells an emoji or a CJK character from several tokens: a piece must never end inside
+    one (no U+FFFD shown), and the pieces together are generate's text, for greedy and for two seeds."""
+    model, tok = real
+    prompt_ids = torch.tensor([tok.encode(prompt)])
+    split_tokens = 0
+    for strategy, options in (("greedy", {}), ("sample", {"seed": 0}), ("sample", {"seed": 1})):
+        pieces = list(decoding.stream(model, tok, prompt, strategy, 24, **options))
+        assert "".join(pieces) == decoding.generate(model, tok, prompt, strategy, 24, **options), (strategy, options)
+        assert all(piece and "\ufffd" not in piece for piece in pieces), pieces
+        run = decoding.greedy if strategy == "greedy" else decoding.sample
+        new = run(model, prompt_ids, 24, **options)[0, prompt_ids.shape[1]:].tolist()
+        split_tokens += sum("\ufffd" in tok.decode([i]) for i in new)
+    if prompt != "日本語の文章を書いてください。":  # the emoji prompts make the model write some (checked here)
+        assert split_tokens > 0, "no token held part of a character: the test would not test the holding back"
+
+
 TEXTS = [
     "Hello world", "The quick brown fox jumps over the lazy dog.", "  leading spaces", "trailing spaces   ",
     "tabs\tand\ttabs", "new\nlines\n\n\nmany", "x = 1    # four spaces before a comment",
