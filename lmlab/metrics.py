@@ -3,6 +3,7 @@
     distinct_n(text, n)        # distinct n-grams / all n-grams: 1.0 = no n-gram ever repeats
     repetition_rate(text, n)   # share of the n-grams that already occurred earlier in the same text
     repeated_ngrams(text, n)   # which ones: one bool per n-gram, in order (cumulate it for a curve)
+    mean_sem(values)           # a mean and its error bar (standard error) over independent measurements
 
 A sequence is a str (its characters are the tokens), a 1-D tensor of token ids, or a list of tokens
 (ints or any hashable but str). A batch is a 2-D tensor `(batch, seq)` or a list of sequences, so a list
@@ -106,3 +107,22 @@ def repetition_rate(sequences, n: int):
         flags = _repeated(row, n)
         values.append(sum(flags) / len(flags) if flags else 0.0)
     return torch.tensor(values) if is_batch else values[0]
+
+
+def mean_sem(values, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard error of the mean along `dim`: values (..., n, ...) -> (mean, sem), each without `dim`.
+
+    sem = sample standard deviation (n - 1 in the denominator) / sqrt(n): the error bar of a mean of n
+    independent measurements, e.g. one number per prompt. Differences of paired measurements (two
+    strategies on the same prompts) get their own, often much smaller, error bar: `mean_sem(a - b)`.
+    """
+    x = values if isinstance(values, torch.Tensor) else torch.tensor(values)
+    if not x.is_floating_point():
+        x = x.double() if x.dtype in (torch.int64, torch.float64) else x.float()
+    if x.dim() == 0 or not -x.dim() <= dim < x.dim():
+        raise ValueError(f"values must have a dimension {dim} to average over, got shape {tuple(x.shape)}")
+    if x.shape[dim] < 2:
+        raise ValueError(f"values must hold at least 2 measurements along dim {dim} for an error bar, got {x.shape[dim]}")
+    if not torch.isfinite(x).all():
+        raise ValueError("values must be finite numbers, got NaN or infinity")
+    return x.mean(dim), x.std(dim) / x.shape[dim] ** 0.5

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lmlab.metrics import distinct_n, repeated_ngrams, repetition_rate
+from lmlab.metrics import distinct_n, mean_sem, repeated_ngrams, repetition_rate
 
 
 def test_distinct_n_hand_counted():
@@ -98,3 +98,40 @@ def test_a_list_of_str_is_a_batch_of_texts_and_wrapped_string_tokens_are_one_seq
     tokens = [" to", " be", " or", " not", " to", " be"]
     assert distinct_n([tokens], 2).tolist() == pytest.approx([4 / 5])
     assert repetition_rate([tokens], 1).tolist() == pytest.approx([2 / 6])
+
+
+def test_mean_sem_hand_computed():
+    # 1, 2, 3, 6: mean 3, sample variance (4 + 1 + 0 + 9) / 3 = 14 / 3, sem = sqrt(14 / 3) / 2
+    mean, sem = mean_sem([1.0, 2.0, 3.0, 6.0])
+    assert mean.item() == pytest.approx(3.0) and sem.item() == pytest.approx((14 / 3) ** 0.5 / 2)
+    mean, sem = mean_sem([5, 5])  # integers are averaged as numbers; identical values have no spread
+    assert mean.item() == 5.0 and sem.item() == 0.0
+
+
+def test_mean_sem_batch_is_each_row_alone_and_dim_picks_the_axis():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 7, generator=g)
+    mean, sem = mean_sem(x)  # over the 7 columns: one value per row
+    assert mean.shape == sem.shape == (3,)
+    for i in range(3):
+        m, s = mean_sem(x[i])
+        assert mean[i].item() == pytest.approx(m.item()) and sem[i].item() == pytest.approx(s.item())
+    mean0, sem0 = mean_sem(x, dim=0)  # over the 3 rows: one value per column
+    assert mean0.shape == (7,) and torch.allclose(sem0, x.std(0) / 3**0.5)
+    # the error bar of a mean of n measurements narrows like 1 / sqrt(n): 4x the data, half the bar
+    assert mean_sem(x[0].repeat(4))[1].item() < mean_sem(x[0])[1].item()
+
+
+@pytest.mark.parametrize("values, match", [
+    ([1.0], "at least 2"),
+    ([], "at least 2"),
+    (torch.ones(4, 1), "at least 2"),
+    (torch.tensor(1.0), "dimension"),
+    ([1.0, float("nan")], "finite"),
+    ([1.0, float("inf"), 2.0], "finite"),
+])
+def test_mean_sem_refuses_what_has_no_error_bar(values, match):
+    with pytest.raises(ValueError, match=rf"^values must.*{match}"):
+        mean_sem(values)
+    with pytest.raises(ValueError, match="^values must have a dimension 2"):
+        mean_sem(torch.ones(3, 4), dim=2)
