@@ -691,7 +691,8 @@ def _check_beam_args(input_ids, num_beams, max_new_tokens, length_penalty, eos_t
 
 
 def beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty=1.0, eos_token_id=None,
-                early_stopping=True, num_return_sequences=1, use_cache=True, attention_mask=None) -> BeamSearchOutput:
+                early_stopping=True, num_return_sequences=1, use_cache=True, attention_mask=None,
+                repetition_penalty=None, no_repeat_ngram_size=None) -> BeamSearchOutput:
     """Keep the `num_beams` most probable continuations of each prompt `(batch, seq)`, as in `transformers`.
 
     Every step advances all `batch * num_beams` beams in one batched forward (the cache rows follow their
@@ -703,23 +704,29 @@ def beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty=1.0,
     beam can beat them at its current length; "never" at the best length it could still reach. (The
     default, True, is the cheaper rule; transformers' `generate` defaults to False.)
     attention_mask (batch, seq): 1 = token, 0 = left padding, as for `greedy`; sequences keep the padding.
+    `repetition_penalty` and `no_repeat_ngram_size` act on each beam's log-probabilities before they are
+    added to its score, as in transformers (so the penalty multiplies a log-probability, which is negative:
+    the same rule as `repetition_penalty` on logits, on a different scale from sampling's).
     """
     input_ids = _check_prompt(input_ids)
     _check_beam_args(input_ids, num_beams, max_new_tokens, length_penalty, eos_token_id, early_stopping,
                      num_return_sequences)
     pad = _padding(model, input_ids, attention_mask)
+    # the repetition options only, in filter_logits' order; a beam has no temperature or truncation
+    steps = _processors(repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                        pad=None if pad is None else pad.repeat_interleave(num_beams))  # rows are beams
     batch, prompt_len = input_ids.shape
     if max_new_tokens == 0:
         return BeamSearchOutput(input_ids.repeat_interleave(num_return_sequences, 0),
                                 torch.zeros(batch * num_return_sequences))
     with _generating(model):
         hyps = _beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty, eos_token_id,
-                            early_stopping, use_cache, pad)
+                            early_stopping, use_cache, pad, steps)
     return _beam_output(hyps, input_ids, num_return_sequences, eos_token_id)
 
 
 def _beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty, eos_token_id, early_stopping, use_cache,
-                 pad=None):
+                 pad=None, steps=()):
     batch, prompt_len = input_ids.shape
     device = input_ids.device
     logits_of = _NextTokenLogits(model, use_cache, pad)
@@ -733,7 +740,7 @@ def _beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty, eo
     logits_of.reorder(copies)
     logits = logits[copies]
     seq = input_ids.new_empty(batch * num_beams, prompt_len + max_new_tokens)
-    seq[:, :prompt_len] = input_ids[copies]
+    seq[:, :prompt_len] = _unpadded_history(input_ids, pad)[copies]  # what a repetition penalty may see
     # only the first beam of each prompt is alive at first, so its continuations are not counted num_beams times
     beam_scores = torch.full((batch, num_beams), _NEG_INF, device=device)
     beam_scores[:, 0] = 0.0
@@ -741,7 +748,10 @@ def _beam_search(model, input_ids, num_beams, max_new_tokens, length_penalty, eo
     done = [False] * batch
     for step in range(max_new_tokens):
         t, last = prompt_len + step, step == max_new_tokens - 1
-        top = _beam_step(beam_scores, logits.float().log_softmax(-1), min(2 * num_beams, num_beams * logits.shape[-1]))
+        log_probs = logits.float().log_softmax(-1)
+        for step_fn in steps:
+            log_probs = step_fn(log_probs, seq[:, :t])
+        top = _beam_step(beam_scores, log_probs, min(2 * num_beams, num_beams * logits.shape[-1]))
         scores, rows, tokens = _next_beams(top, num_beams, seq[:, :t], step + 1, hyps, done, last, eos_token_id)
         if last:
             break
@@ -790,6 +800,7 @@ def _beam_output(hyps, input_ids, num_return_sequences, eos_token_id):
     out = input_ids.new_full((len(sequences), width), eos_token_id if eos_token_id is not None else 0)
     for i, s in enumerate(sequences):  # only sequences that ended with eos are shorter
         out[i, : len(s)] = s
+    out[:, : input_ids.shape[1]] = input_ids.repeat_interleave(num_return_sequences, 0)  # the caller's padding ids
     return BeamSearchOutput(out, torch.tensor(scores))
 
 

@@ -696,3 +696,59 @@ def test_outputs_are_ordinary_tensors_that_can_be_trained_on(model, prompts):
     m = toy_gpt()
     m(outputs[0]).sum().backward()  # generated ids feed a training step
     assert m.tok_emb.weight.grad is not None
+
+
+# ---- beam search with the repetition options ----------------------------------------------------------------
+
+
+@torch.no_grad()
+def test_one_beam_with_the_repetition_options_is_greedy_on_the_processed_log_probs(model, prompts):
+    """With one beam, each step takes the argmax of log_softmax(logits) after the penalty and the ban: the
+    rule written out here, row by row, for a batch of 3."""
+    options = dict(repetition_penalty=1.8, no_repeat_ngram_size=2)
+    out = d.beam_search(model, prompts, num_beams=1, max_new_tokens=10, **options).sequences
+    seq = prompts.clone()
+    for _ in range(10):
+        log_probs = model(seq)[:, -1].log_softmax(-1)
+        log_probs = d.no_repeat_ngram(d.repetition_penalty(log_probs, seq, 1.8), seq, 2)
+        seq = torch.cat([seq, log_probs.argmax(-1, keepdim=True)], 1)
+    assert torch.equal(out, seq)
+    assert not torch.equal(out, d.beam_search(model, prompts, num_beams=1, max_new_tokens=10).sequences)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_beam_search_with_no_repeat_ngram_size_never_repeats_an_ngram(model, prompts, n):
+    def repeats(row):
+        grams = [tuple(row[i : i + n]) for i in range(len(row) - n + 1)]
+        return len(grams) - len(set(grams))
+
+    plain = d.beam_search(model, prompts, num_beams=3, max_new_tokens=15, num_return_sequences=3).sequences
+    assert sum(repeats(r) for r in plain.tolist()) > 0  # the toy model does repeat itself: the ban has work
+    out = d.beam_search(model, prompts, num_beams=3, max_new_tokens=15, num_return_sequences=3,
+                        no_repeat_ngram_size=n)
+    assert out.sequences.shape == (9, 18) and all(repeats(r) == 0 for r in out.sequences.tolist())
+
+
+def test_padded_beam_search_with_the_repetition_options_gives_each_prompt_its_beams_alone(model):
+    """Left padding is neither a seen token (penalty) nor part of an n-gram (ban); the caller's padding ids
+    come back in the sequences."""
+    rows = [torch.tensor([1, 2, 3, 1, 2]), torch.tensor([4, 0]), torch.tensor([2, 2, 1, 0])]
+    width = max(len(r) for r in rows)
+    ids = torch.stack([torch.cat([torch.full((width - len(r),), 3), r]) for r in rows])  # 3: a padding id the penalty must not see
+    mask = torch.stack([torch.cat([torch.zeros(width - len(r)), torch.ones(len(r))]) for r in rows]).long()
+    options = dict(num_beams=3, max_new_tokens=8, num_return_sequences=2, repetition_penalty=1.5,
+                   no_repeat_ngram_size=2)
+    out = d.beam_search(model, ids, attention_mask=mask, **options)
+    assert torch.equal(out.sequences[::2, :width], ids)
+    for i, r in enumerate(rows):
+        alone = d.beam_search(model, r[None], **options)
+        for j in range(2):
+            assert torch.equal(out.sequences[2 * i + j, width:], alone.sequences[j, len(r):]), (i, j)
+        torch.testing.assert_close(out.scores[2 * i : 2 * i + 2], alone.scores, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("option, value", [("repetition_penalty", 0.0), ("repetition_penalty", float("nan")),
+                                           ("no_repeat_ngram_size", 0), ("no_repeat_ngram_size", 1.5)])
+def test_beam_search_refuses_a_bad_repetition_option_in_one_sentence(model, prompts, option, value):
+    with pytest.raises(ValueError, match=option):
+        d.beam_search(model, prompts, num_beams=2, max_new_tokens=3, **{option: value})

@@ -449,6 +449,22 @@ def test_greedy_and_beam_search_give_transformers_tokens(real, hf):
         assert ours[0].tolist() == theirs[0].tolist(), prompt
 
 
+@pytest.mark.slow
+@torch.no_grad()
+def test_beam_search_with_the_repetition_options_gives_transformers_tokens(real, hf):
+    """The usual fixes for beam search's loops act on its log-probabilities as transformers' processors do."""
+    (model, tok), (hf_model, _) = real, hf
+    x = torch.tensor([tok.encode("Once upon a time, in a small village,")])
+    for options in (dict(no_repeat_ngram_size=3), dict(repetition_penalty=1.3)):
+        theirs = hf_model.generate(x, max_new_tokens=24, do_sample=False, num_beams=4, length_penalty=1.0,
+                                   early_stopping=False, eos_token_id=2, pad_token_id=2, **options)
+        ours = decoding.beam_search(model, x, num_beams=4, max_new_tokens=24, length_penalty=1.0, eos_token_id=2,
+                                    early_stopping=False, **options).sequences
+        assert ours[0].tolist() == theirs[0].tolist(), options
+        plain = decoding.beam_search(model, x, num_beams=4, max_new_tokens=24, eos_token_id=2, early_stopping=False)
+        assert ours[0].tolist() != plain.sequences[0].tolist(), f"{options} changed nothing: a weak test"
+
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("prompt", ["Café ☕, naïve résumé, and emoji 😀🎉 like", "Emoji story: 🐱🐶🦊🐻",
