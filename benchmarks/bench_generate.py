@@ -224,18 +224,19 @@ def main():
             from transformers.utils import logging
 
             logging.set_verbosity_error()
+            logging.disable_progress_bar()  # transformers' GGUF conversion bar, in the middle of the table
             warnings.filterwarnings("ignore", module="transformers")
             hf_version = transformers.__version__
         except ImportError:
             print("transformers is not installed (pip install -r benchmarks/requirements.txt): HF columns skipped")
             with_hf, hf_version = False, None
     print(f"torch {torch.__version__}, transformers {hf_version if with_hf else '-'}, "
-          f"torch.get_num_threads() = {torch.get_num_threads()}, {args.new_tokens} new tokens, "
-          f"prompt {PROMPT_LEN} tokens, best of {args.repeats}\n")
+          f"torch.get_num_threads() = {torch.get_num_threads()}")
     if args.only_padded:
         return padded_rows(args)
     if args.only_smollm2:
         return smollm2_rows(args, with_hf)
+    print(f"\n{args.new_tokens} new tokens, prompt {PROMPT_LEN} tokens, best of {args.repeats}")
     print(HEADER)
 
     torch.manual_seed(0)
