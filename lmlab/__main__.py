@@ -94,7 +94,7 @@ def _sample_parser(sub):
     p = sub.add_parser("sample", help="generate text from a checkpoint (or fill in [MASK] with a masked LM)",
                        description="Continue --prompt with a causal LM, printing the text as it is generated; "
                                    "with a masked LM, fill in every [MASK] written in --prompt.", allow_abbrev=False)
-    p.add_argument("--checkpoint", metavar="DIR", required=True, help="checkpoint folder (from train or export), or the name of a shipped model, e.g. shakespeare-char")
+    p.add_argument("--checkpoint", metavar="DIR", required=True, help="checkpoint folder (from train or export), or a model's name: shakespeare-char, shakespeare-char-mlm, or smollm2-135m (fetched on first use)")
     p.add_argument("--prompt", default="\n", help="text to continue; for a masked LM, text with [MASK] in it (default: a newline)")
     p.add_argument("--max-new-tokens", type=int, default=300, metavar="N", help=f"tokens to generate, at most {MAX_NEW_TOKENS:,} (default: 300)")
     p.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 = greedy, < 1 sharper, > 1 flatter (default: 0.8)")
@@ -331,8 +331,8 @@ def _open(checkpoint: str, device: str):
     """(model, tokenizer) from a checkpoint folder or a shipped model's name."""
     from lmlab import checkpoints, pretrained
 
-    if not Path(checkpoint).exists() and checkpoint in pretrained.available():
-        return pretrained.load(checkpoint, device=device)
+    if not Path(checkpoint).exists() and checkpoint in (*pretrained.available(), *pretrained.FETCHED):
+        return pretrained.load(checkpoint, device=device)  # a fetched model is downloaded on first use
     model, tokenizer = checkpoints.load_model(checkpoint, device=device)
     if tokenizer is None:
         raise ValueError(f"--checkpoint {checkpoint!r} holds no tokenizer, so its output cannot be shown as text")
@@ -386,7 +386,7 @@ def cmd_sample(a) -> int:
     import torch
 
     from lmlab import decoding
-    from lmlab.models import kind_of
+    from lmlab.models import MaskedLM
 
     device = _device(a.device)
     model, tokenizer = _open(a.checkpoint, device)
@@ -395,7 +395,7 @@ def cmd_sample(a) -> int:
     options = {"temperature": a.temperature, "top_k": a.top_k, "top_p": a.top_p, "min_p": a.min_p}
     for i in range(a.num_samples):
         sample_seed = (seed + i) % SEEDS
-        if kind_of(model) == "masked_lm":
+        if isinstance(model, MaskedLM):  # else a causal LM: our GPT, or the Llama of a fetched model
             print(_fill_masks(model, tokenizer, a.prompt, sample_seed, options))
         else:
             # stream() checks everything (prompt length, options) when called: nothing is printed before that

@@ -486,6 +486,21 @@ def test_stream_pieces_join_to_generate_with_multi_byte_characters(real, prompt)
         assert split_tokens > 0, "no token held part of a character: the test would not test the holding back"
 
 
+
+@pytest.mark.slow
+def test_the_command_line_samples_from_smollm2(real, gguf_path):
+    """`python -m lmlab sample --checkpoint smollm2-135m` prints the prompt and the text `generate` gives."""
+    model, tok = real
+    env = {**os.environ, smollm2.PATH_VARIABLE: str(gguf_path), "OMP_NUM_THREADS": "1"}
+    prompt = "The cat sat on the"
+    done = subprocess.run([sys.executable, "-m", "lmlab", "sample", "--checkpoint", "smollm2-135m", "--prompt", prompt,
+                           "--max-new-tokens", "12", "--seed", "3", "--top-k", "50"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    text = decoding.generate(model, tok, prompt, "sample", 12, seed=3, temperature=0.8, top_k=50)
+    assert done.stdout == prompt + text + "\n"
+
+
 TEXTS = [
     "Hello world", "The quick brown fox jumps over the lazy dog.", "  leading spaces", "trailing spaces   ",
     "tabs\tand\ttabs", "new\nlines\n\n\nmany", "x = 1    # four spaces before a comment",
