@@ -118,7 +118,7 @@ def mean_sem(values, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
     """
     x = values if isinstance(values, torch.Tensor) else torch.tensor(values)
     if not x.is_floating_point():
-        x = x.double() if x.dtype in (torch.int64, torch.float64) else x.float()
+        x = x.double() if x.dtype == torch.int64 else x.float()  # int64 counts may exceed float32's 2**24
     if x.dim() == 0 or not -x.dim() <= dim < x.dim():
         raise ValueError(f"values must have a dimension {dim} to average over, got shape {tuple(x.shape)}")
     if x.shape[dim] < 2:
